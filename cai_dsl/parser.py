@@ -586,6 +586,10 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str, path: str) -> Diagnostic
         span = _point(path, exc.line, exc.column)
         if char == '"':
             rest = text[exc.pos_in_stream :]
+            if text[max(exc.pos_in_stream - 2, 0) : exc.pos_in_stream + 1] == '"""' and exc.column > 2:
+                # the lexer took the first two quotes of `"""` for an empty string
+                span = _point(path, exc.line, exc.column - 2)
+                rest = '"""'
             if rest.startswith('"""'):
                 return rules.UNTERMINATED_STRING("unterminated triple-quoted string", span, help='close it with `"""`')
             return rules.UNTERMINATED_STRING(

@@ -1,0 +1,216 @@
+"""`cai lint`, `cai test`, `cai explain`: the checker on the command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import List, Optional
+
+import typer
+
+from cai_dsl.cli.common import const_files, fail_missing, print_diagnostics
+
+
+def register(app: typer.Typer) -> None:
+    app.command("lint")(lint_command)
+    app.command("test")(test_command)
+    app.command("explain")(explain_command)
+
+
+def _codes(values: list[str] | None) -> tuple[str, ...]:
+    return tuple(c.strip() for v in values or [] for c in v.split(",") if c.strip())
+
+
+def lint_command(
+    paths: List[str] = typer.Argument(..., help="`.const` files or directories"),
+    deployment: Optional[str] = typer.Option(None, "--deployment", "-d", help="check only this deployment"),
+    fmt: str = typer.Option("text", "--format", help="text, json, sarif or github"),
+    select: Optional[List[str]] = typer.Option(None, "--select", help="only these codes or prefixes (comma-separated)"),
+    ignore: Optional[List[str]] = typer.Option(None, "--ignore", help="skip these codes or prefixes (comma-separated)"),
+    strict: bool = typer.Option(False, "--strict", help="exit 1 on warnings too"),
+    empirical: bool = typer.Option(False, "--empirical", help="also measure compare principles with a model"),
+    target: Optional[str] = typer.Option(None, "--target", help="target for --empirical"),
+) -> None:
+    """Check constitutions: names, contradictions with witnesses (SMT), operationalizability."""
+    from cai_dsl import __version__, rules
+    from cai_dsl.checker import LintConfig, check, load_lint_config
+    from cai_dsl.diagnostics import render_github, render_json, render_sarif, render_text
+    from cai_dsl.resolver import resolve
+
+    if fmt not in ("text", "json", "sarif", "github"):
+        print(f"cai lint: unknown --format `{fmt}` (text, json, sarif, github)", file=sys.stderr)
+        raise SystemExit(2)
+    files, missing = const_files(paths)
+    fail_missing(missing)
+    config = load_lint_config()
+    config = LintConfig(
+        select=_codes(select) or config.select, ignore=config.ignore + _codes(ignore), severity=config.severity
+    )
+    all_diags = []
+    sources: dict[str, str] = {}
+    for path in files:
+        constitution = resolve(path)
+        sources.update(constitution.sources)
+        if deployment is not None and deployment not in constitution.deployment_decls:
+            if len(files) == 1:
+                known = ", ".join(constitution.deployment_decls) or "none"
+                print(f"cai lint: {path} has no deployment `{deployment}` (deployments: {known})", file=sys.stderr)
+                raise SystemExit(2)
+            continue
+        diags = check(constitution, [deployment] if deployment else None)
+        if empirical:
+            from cai_dsl.empirical import empirical_lints  # needs a model
+
+            diags += empirical_lints(constitution, deployment, target)
+        all_diags.extend(config.apply(diags))
+    # the same imported file reported from several roots: once
+    unique = list({(d.code, d.message, d.span, d.deployment): d for d in all_diags}.values())
+    unique.sort(key=lambda d: d.sort_key())
+    if fmt == "json":
+        print(render_json(unique))
+    elif fmt == "sarif":
+        print(render_sarif(unique, rules.all_rules(), __version__))
+    elif fmt == "github":
+        print(render_github(unique))
+    else:
+        if unique:
+            print(render_text(unique, sources))
+        errors = sum(d.is_error for d in unique)
+        warnings = sum(d.severity == "warning" for d in unique)
+        print(f"{len(files)} file(s) checked: {errors} error(s), {warnings} warning(s)")
+    errors = any(d.is_error for d in unique)
+    warned = any(d.severity == "warning" for d in unique)
+    raise SystemExit(1 if errors or (strict and warned) else 0)
+
+
+def test_command(
+    paths: List[str] = typer.Argument(..., help="`.const` files or directories"),
+    fmt: str = typer.Option("text", "--format", help="text or json"),
+) -> None:
+    """Run `test` and `property` blocks; failures print a counter-example and the policy there."""
+    from cai_dsl.resolver import resolve
+    from cai_dsl.testing.runner import describe_policy, run_tests
+
+    files, missing = const_files(paths)
+    fail_missing(missing)
+    passed = failed = 0
+    report = []
+    for path in files:
+        constitution = resolve(path)
+        errors = [d for d in constitution.diagnostics if d.is_error]
+        if errors:
+            print_diagnostics(errors, constitution.sources)
+            failed += 1
+            report.append({"file": path, "error": "constitution has errors", "cases": []})
+            continue
+        results = run_tests(constitution)
+        cases = []
+        for r in results:
+            ok = r.passed and not r.vacuous
+            passed += ok
+            failed += not ok
+            cases.append(
+                {
+                    "name": r.name,
+                    "kind": r.kind,
+                    "deployment": r.case.deployment.name,
+                    "line": r.case.span.line,
+                    "passed": ok,
+                    "vacuous": r.vacuous,
+                    "expectations": [
+                        {
+                            "expect": e.text,
+                            "passed": e.passed,
+                            "counterexample": e.counterexample,
+                            "note": e.note,
+                            "policy": describe_policy(e.policy) if e.policy else None,
+                        }
+                        for e in r.results
+                    ],
+                }
+            )
+            if fmt == "text":
+                mark = "PASS" if ok else "FAIL"
+                print(f"{mark} {path}:{r.case.span.line} {r.kind} \"{r.name}\" [{r.case.deployment.name}]")
+                if r.vacuous:
+                    print("     vacuous: its given/forall matches no reachable scenario")
+                if r.error:
+                    print(f"     error: {r.error}")
+                for e in r.results:
+                    if not e.passed:
+                        print(f"     expect {e.text}: does not hold" + (f" ({e.note})" if e.note else ""))
+                        print("       counter-example: " + ", ".join(f"{k}={v}" for k, v in e.counterexample.items()))
+                        print("       policy there: " + describe_policy(e.policy))
+        report.append({"file": path, "cases": cases})
+    if fmt == "json":
+        print(json.dumps({"files": report, "summary": {"passed": passed, "failed": failed}}, indent=2))
+    else:
+        print(f"{passed} passed, {failed} failed")
+    raise SystemExit(1 if failed else 0)
+
+
+def explain_command(
+    path: str = typer.Argument(..., help="a `.const` file"),
+    deployment: str = typer.Option(..., "--deployment", "-d", help="the deployment to explain"),
+    given: str = typer.Option("", "--given", help='a scenario, e.g. "topic=medical, risk=high" (may be partial)'),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """Print the resolved policy per behavior, the active principles, and why."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from cai_dsl.explain import ScenarioError, explain, parse_scenario
+    from cai_dsl.resolver import resolve
+
+    files, missing = const_files([path])
+    fail_missing(missing)
+    constitution = resolve(path)
+    errors = [d for d in constitution.diagnostics if d.is_error]
+    if errors:
+        print_diagnostics(errors, constitution.sources)
+        raise SystemExit(1)
+    if deployment not in constitution.deployments:
+        known = ", ".join(constitution.deployments) or "none"
+        print(f"cai explain: no deployment `{deployment}` in {path} (deployments: {known})", file=sys.stderr)
+        raise SystemExit(2)
+    try:
+        scenario = parse_scenario(given, constitution)
+    except ScenarioError as exc:
+        print(f"cai explain: --given: {exc}", file=sys.stderr)
+        raise SystemExit(2)
+    result = explain(constitution, deployment, scenario)
+    if as_json:
+        print(json.dumps(result.to_json(), indent=2))
+        raise SystemExit(0)
+    console = Console(highlight=False, width=120)
+    shown = ", ".join(f"{k}={v}" for k, v in scenario.items()) or "(any scenario)"
+    console.print(f"deployment [bold]{deployment}[/bold], given {shown}")
+    if not result.reachable:
+        console.print("this scenario is not reachable: it contradicts the deployment's assumptions")
+        raise SystemExit(1)
+    if result.policy is not None:
+        policy = result.policy
+        console.print("active principles: " + (", ".join(policy.active) or "none"))
+        table = Table("behavior", "status", "decided by", "preferred by")
+        for d in policy.decisions.values():
+            table.add_row(d.behavior, d.status, ", ".join(d.reasons) or "-", ", ".join(d.preferred_by) or "-")
+        console.print(table)
+        for winner, loser, why in policy.wins:
+            console.print(f"  {winner} wins over {loser} ({why})")
+        for c in policy.unresolved:
+            console.print(f"  [red]unresolved clash[/red] {c.first} vs {c.second} on {', '.join(c.behaviors)}")
+        raise SystemExit(1 if policy.unresolved else 0)
+    missing_facets = [f for f in constitution.facets if f not in scenario]
+    console.print(f"partial scenario: open facets {', '.join(missing_facets)}")
+    console.print("always active: " + (", ".join(result.always_active) or "none"))
+    console.print("sometimes active: " + (", ".join(result.sometimes_active) or "none"))
+    table = Table("behavior", "in every completion", "possible statuses (example completion)")
+    for name, poss in result.behaviors.items():
+        fixed = poss[0].status if len(poss) == 1 else "varies"
+        detail = "; ".join(
+            f"{p.status} (e.g. {', '.join(f'{k}={v}' for k, v in p.example.items() if k not in scenario)})"
+            for p in poss
+        )
+        table.add_row(name, fixed, detail if len(poss) > 1 else "-")
+    console.print(table)
+    raise SystemExit(0)
