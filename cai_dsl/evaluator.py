@@ -137,6 +137,7 @@ def conflict_winner(
                     return branch.winner.name, f"conflict rule at {rule.span}"
             if rule.otherwise is not None:
                 return rule.otherwise.name, f"conflict rule (otherwise) at {rule.span}"
+            break  # one rule per pair (a second one is a resolution error)
     closure = priority_closure(deployment)
     if (a, b) in closure and (b, a) not in closure:
         return a, "priority"

@@ -529,7 +529,23 @@ def resolve(path: str | Path, text: str | None = None) -> Constitution:
     for group in scope.groups.values():
         checker.group(group.name.name, group.name.span)
     global_edges = [edge for priority in scope.priorities for edge in _priority_edges(checker, priority)]
+    rule_pairs: dict[frozenset[str], ast.Conflict] = {}
     for conflict in scope.conflicts:
+        pair = frozenset((conflict.left.name, conflict.right.name))
+        if pair in rule_pairs:
+            diagnostics.append(
+                rules.DUPLICATE_DEFINITION(
+                    f"a second conflict rule for `{conflict.left.name}` vs `{conflict.right.name}`",
+                    conflict.span,
+                    related=[Related(span=rule_pairs[pair].span, message="first rule for this pair")],
+                    help="merge the branches into one rule (branches are tried in order)",
+                )
+            )
+        rule_pairs.setdefault(pair, conflict)
+        if len(pair) == 1:
+            diagnostics.append(
+                rules.INVALID_CONFLICT_WINNER(f"a conflict rule needs two different principles", conflict.span)
+            )
         ok = checker.principle_ref(conflict.left) & checker.principle_ref(conflict.right)
         for branch in conflict.branches:
             checker.expr(branch.condition)

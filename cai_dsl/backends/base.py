@@ -17,7 +17,12 @@ __all__ = [
     "GenerationParams",
     "Prompt",
     "ROLES",
+    "continuation_ids",
+    "encode_text",
+    "prompt_ids",
+    "render_chat",
     "truncate_at_stop",
+    "uses_chat_template",
 ]
 
 ROLES = ("system", "user", "assistant")
