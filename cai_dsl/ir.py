@@ -38,7 +38,7 @@ import re
 from functools import cached_property
 from typing import Any, Iterable, Literal, Mapping, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 IR_VERSION = "1"
 """Version of the IR format. Bumped on any incompatible change of the JSON layout."""
@@ -51,6 +51,15 @@ ChatFormat = Literal["chatml", "llama3", "llama2", "mistral", "model"]
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class _Compact(_Frozen):
+    """Serialised without its null and empty fields (they are the defaults)."""
+
+    @model_serializer(mode="wrap")
+    def _compact(self, handler):
+        data = handler(self)
+        return {k: v for k, v in data.items() if v is not None and v != [] and v != ()}
 
 
 # ---------------------------------------------------------------------------- escaping
@@ -142,7 +151,7 @@ class ChatPrompt(_Frozen):
         return Prompt.from_messages(self.message_dicts(), assistant_prefix=self.assistant_prefix)
 
 
-class TemplatePart(_Frozen):
+class TemplatePart(_Compact):
     """A literal piece of text (fixed by the compiler) or a named slot, never both."""
 
     text: str | None = None
@@ -193,7 +202,7 @@ def template(*pieces: str | tuple[str]) -> Template:
 CondOp = Literal["true", "false", "==", "!=", "<", "<=", ">", ">=", "in", "not in", "and", "or", "not"]
 
 
-class Cond(_Frozen):
+class Cond(_Compact):
     """A compact, span-free condition tree over facets.
 
     ``true``/``false``; ``facet OP value`` (``==``, ``!=``, ``<``...); ``facet in values`` /

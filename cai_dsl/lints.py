@@ -2,11 +2,10 @@
 
 A principle the model cannot evaluate constrains nothing. These lints look at each
 principle of a deployment (after ``override``) with small, transparent heuristics:
-every word list and pattern is a module constant below, so a reviewer can read
-exactly why a principle was flagged and extend the lists. They never call a model
-(the empirical check, CAI309, needs one and lives with the model tooling), never
-enumerate scenarios, and are deterministic: the same constitution gives the same
-diagnostics in the same order.
+every word list is a module constant below, so a reviewer can read exactly why a
+principle was flagged, and extend the lists. They never call a model (the empirical
+check, CAI309, needs one), never enumerate scenarios, and are deterministic: the
+same constitution gives the same diagnostics in the same order.
 
 Entry points:
 
@@ -16,36 +15,41 @@ Entry points:
   principle-local findings (everything but CAI307) reported once per source
   location, plus the root file's principles that no deployment includes.
 
-Heuristics, one line each (the docs at ``docs/rules/CAI30x.md`` say the same):
+Heuristics, one line each (``docs/rules/CAI30x.md`` say the same):
 
-* CAI301 vague-wording: a prompt text with no observable cue (``OBSERVABLE_CUES`` or
-  a declared behavior's name) that uses a vague evaluative term (``VAGUE_TERMS``) or
+* CAI301 vague-wording: a prompt text that names no observable cue (``OBSERVABLE_CUES``
+  or a declared behavior's name) and uses a vague evaluative term (``VAGUE_TERMS``) or
   has fewer than ``MIN_WORDS`` words.
-* CAI302 compare-not-a-question: a ``compare`` that neither contains ``?`` nor uses
-  a choice verb (``CHOICE_IMPERATIVE``: choose, select, pick...), or that names no
-  choice (``CHOICE_REFERENCE``: which, choose, more/less, -er than, responses...).
+* CAI302 compare-not-a-question: a ``compare`` that neither contains ``?`` nor uses a
+  choice verb (``CHOICE_IMPERATIVE``: choose, select, pick...), or that names no choice
+  (``CHOICE_REFERENCE``: which, more/less, better, than, responses...).
 * CAI303 compound-principle: effects on more than ``MAX_BEHAVIOR_CLUSTERS`` unrelated
-  behaviors (behaviors in one ``exclusive`` set count as one), or a prompt text with
+  behaviors (behaviors of one ``exclusive`` set count as one), or a prompt text with
   ``MIN_COMPOUND_DEMANDS`` or more imperative clauses, or two joined by "and also".
 * CAI304 negative-only-framing: only ``forbid`` effects and no ``require``/``prefer``;
-  or a critique/compare whose every demand is negated (``don't``, ``never``, ``avoid``,
-  "which response does not ...") and none names what to do instead.
+  or a critique/compare whose every demand is negated (``NEGATIVE_OPENERS``: don't,
+  never, avoid; in a compare also "the response that does not ...").
 * CAI305 unpaired-critique-revise: a ``critique`` without a ``revise``, or the reverse.
 * CAI306 no-examples: prompt forms but no ``example`` / ``example compare`` block.
 * CAI307 over-refusal-risk: a harm-minimizing principle (forbids, requires a refusal
-  behavior, tagged ``HARM_TAGS`` or id starting ``harm``) with no other, helpfulness
-  principle (tagged ``HELP_TAGS``, or requiring/preferring a non-refusal behavior, or a
-  compare matching ``HELPFULNESS_CUES``) in the deployment whose ``when`` may overlap
-  (per-facet projection of the conditions and the deployment's assumptions: a sound
-  over-approximation, no solver).
+  behavior, tagged ``HARM_TAGS`` or id starting ``harm``) with no other helpfulness
+  principle (tagged ``HELP_TAGS``; or, not itself harm-minimizing, requiring/preferring
+  a non-refusal behavior or with a compare naming ``HELPFULNESS_CUES``) in the
+  deployment whose ``when`` may overlap (a per-facet projection of the conditions and
+  the deployment's assumptions: a sound over-approximation, no solver).
 * CAI308 no-prompt-forms: no ``critique``, ``revise`` or ``compare`` at all.
+
+Lexicon entries are lowercase words; ``word*`` matches every word starting with
+``word``; an entry with a space is a phrase matched on word boundaries. Text is
+split into words at anything but letters, digits, inner apostrophes and hyphens; a
+hyphenated word also counts as its parts ("weapon-making" contains "weapon").
 """
 
 from __future__ import annotations
 
 import re
 from functools import lru_cache
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, NamedTuple
 
 from cai_dsl import ast, rules
 from cai_dsl.diagnostics import Diagnostic, Related
@@ -65,195 +69,62 @@ OPERATIONALIZABILITY_CODES: tuple[str, ...] = (
 PROMPT_FIELDS: tuple[str, ...] = ("critique", "revise", "compare")
 
 # ---------------------------------------------------------------- lexicons
-#
-# Entries are regular-expression fragments matched case-insensitively on word
-# boundaries. Keep them short and obvious: a user reading a warning should be
-# able to find the word that triggered it here.
 
 #: Evaluative words that name a judgement, not something one can observe in a
 #: response. Harmless when the same text also names an observable cue.
 VAGUE_TERMS: tuple[str, ...] = (
-    r"good(?:ness)?",
-    r"better",
-    r"best",
-    r"bad",
-    r"worse",
-    r"nice(?:r|st)?",
-    r"great",
-    r"fine",
-    r"(?:in)?appropriate(?:ly)?",
-    r"(?:un)?ethical(?:ly)?",
-    r"(?:im)?moral(?:ly)?",
-    r"positive(?:ly)?",
-    r"proper(?:ly)?",
-    r"(?:un)?acceptable",
-    r"suitable",
-    r"reasonable",
-    r"responsible",
-    r"wholesome",
-    r"decent",
-    r"virtuous",
-    r"wise",
-    r"right",
-    r"wrong",
-    r"ideal",
-    r"better person",
-    r"be good",
-    r"do the right thing",
+    "be good", "do the right thing", "better person", "good person",
+    "good", "goodness", "better", "best", "bad", "worse", "nice", "nicer", "nicest",
+    "great", "fine", "appropriate", "appropriately", "inappropriate", "ethical",
+    "ethically", "unethical", "moral", "morally", "immoral", "positive", "positively",
+    "proper", "properly", "acceptable", "unacceptable", "suitable", "reasonable",
+    "responsible", "wholesome", "decent", "virtuous", "wise", "right", "wrong", "ideal",
 )
 
-#: Words and phrases that point at something observable in a response: a kind of
-#: content (the harm categories of Bai et al. 2022 count: "harmful, unethical,
-#: racist, sexist, toxic, dangerous, or illegal" is concrete enough), a concrete
-#: element of an answer, a stakeholder, or a property one can check.
+#: Words that point at something observable in a response: a kind of content (the
+#: harm categories of Bai et al. 2022 count: "harmful, unethical, racist, sexist,
+#: toxic, dangerous, or illegal" is concrete enough), an element of an answer, a
+#: stakeholder or domain, or a property one can check.
 OBSERVABLE_CUES: tuple[str, ...] = (
     # kinds of harmful content
-    r"harm(?:s|ful|fully|fulness|less|lessness)?",
-    r"racis[mt]\w*",
-    r"sexis[mt]\w*",
-    r"toxic(?:ity)?",
-    r"dangerous",
-    r"danger",
-    r"illegal(?:ly)?",
-    r"unlawful",
-    r"crim(?:e|es|inal)",
-    r"violen(?:t|ce)",
-    r"offensive",
-    r"offend\w*",
-    r"hate(?:ful)?",
-    r"bias(?:ed|es)?",
-    r"discriminat\w*",
-    r"stereotyp\w*",
-    r"insensitive",
-    r"abus\w*",
-    r"explicit",
-    r"sexual",
-    r"self[- ]harm",
-    r"suicid\w*",
-    r"weapons?",
-    r"drugs?",
-    r"privacy",
-    r"personal (?:data|information|details)",
-    r"misinformation",
-    r"false(?:hoods?)?",
-    r"inaccura\w*",
-    r"accura\w*",
-    r"lies",
-    r"deceptive",
-    r"deceiv\w*",
-    r"manipulat\w*",
-    r"condescend\w*",
-    r"preachy",
-    r"accusatory",
-    r"evasive",
-    r"age[- ]appropriate",
-    r"family[- ]friendly",
+    "harm*", "racis*", "sexis*", "toxic*", "danger*", "illegal*", "unlawful", "crime",
+    "crimes", "criminal*", "violen*", "offensive", "offend*", "hate", "hateful", "bias",
+    "biased", "biases", "discriminat*", "stereotyp*", "insensitive", "abus*", "explicit",
+    "sexual*", "self-harm", "suicid*", "weapon*", "drug*", "privacy", "personal data",
+    "personal information", "personal details", "misinformation", "false", "falsehood*",
+    "inaccura*", "accura*", "lies", "deceptive", "deceiv*", "decept*", "manipulat*",
+    "condescend*", "preachy", "accusatory", "evasive", "age-appropriate",
+    "family-friendly", "misogyn*",
     # elements of a response
-    r"instructions?",
-    r"step[- ]by[- ]step",
-    r"steps?",
-    r"caveats?",
-    r"disclaimers?",
-    r"warnings?",
-    r"sources?",
-    r"citations?",
-    r"cites?",
-    r"references?",
-    r"evidence",
-    r"facts?",
-    r"factual(?:ly)?",
-    r"claims?",
-    r"examples?",
-    r"uncertain(?:ty)?",
-    r"confidence",
-    r"limitations?",
-    r"limits?",
-    r"risks?",
-    r"refus\w*",
-    r"declin\w*",
-    r"details?",
-    r"detailed",
-    r"specific(?:ally|s)?",
-    r"concise(?:ly)?",
-    r"length",
-    r"brief(?:ly)?",
-    r"summar(?:y|ize|ise)\w*",
-    r"code",
-    r"links?",
-    r"numbers?",
-    r"data",
-    r"statistics?",
-    r"quotes?",
-    r"jargon",
-    r"alternatives?",
-    r"resources?",
-    r"hotlines?",
-    r"emergency",
-    r"assumptions?",
-    r"goals?",
-    r"constraints?",
-    r"requests?",
-    r"quer(?:y|ies)",
-    r"requested",
-    r"questions?",
-    r"clarif\w*",
-    r"opinions?",
+    "instruction*", "step-by-step", "step", "steps", "caveat*", "disclaimer*", "warning*",
+    "source", "sources", "citation*", "cite", "cites", "cited", "reference*", "evidence",
+    "fact", "facts", "factual*", "claim", "claims", "example*", "uncertain*",
+    "confidence", "limitation*", "limit", "limits", "risk", "risks", "refus*", "declin*",
+    "detail", "details", "detailed", "specific", "specifics", "specifically", "concise*",
+    "length", "brief", "briefly", "summar*", "code", "link", "links", "number",
+    "numbers", "data", "statistic*", "quote*", "jargon", "alternative*", "resource*",
+    "hotline*", "emergency", "assumption*", "goal", "goals", "constraint*", "request",
+    "requests", "requested", "query", "queries", "question", "questions", "clarif*",
+    "opinion*",
     # stakeholders and domains
-    r"clinicians?",
-    r"doctors?",
-    r"physicians?",
-    r"lawyers?",
-    r"professionals?",
-    r"experts?",
-    r"children",
-    r"minors?",
-    r"medical",
-    r"legal",
-    r"financial",
+    "clinician*", "doctor*", "physician*", "lawyer*", "professional*", "expert*",
+    "children", "minor", "minors", "medical", "legal", "financial",
 )
 
 #: A text shorter than this many words cannot state a criterion, unless it names a cue.
 MIN_WORDS = 5
 
-#: A ``compare`` that has no ``?`` must instruct a choice with one of these verbs.
+#: A ``compare`` without ``?`` must instruct a choice with one of these.
 CHOICE_IMPERATIVE: tuple[str, ...] = (
-    r"choose",
-    r"select",
-    r"pick",
-    r"compare",
-    r"rank",
-    r"decide",
-    r"determine which",
-    r"identify which",
-    r"indicate which",
+    "choose", "select", "pick", "compare", "rank", "decide which", "determine which",
+    "identify which", "indicate which",
 )
 
 #: Words that show a ``compare`` asks for a choice between responses.
 CHOICE_REFERENCE: tuple[str, ...] = (
-    r"which(?:ever)?",
-    r"choose",
-    r"chosen",
-    r"select",
-    r"pick",
-    r"prefer(?:red|able|s)?",
-    r"compare",
-    r"rank",
-    r"more",
-    r"less",
-    r"fewer",
-    r"better",
-    r"worse",
-    r"best",
-    r"worst",
-    r"most",
-    r"least",
-    r"rather",
-    r"responses",
-    r"options",
-    r"between",
-    r"either",
-    r"\w+er than",
-    r"a or b",
+    "which", "whichever", "choose", "chosen", "select", "pick", "prefer*", "compare",
+    "rank", "more", "less", "fewer", "better", "worse", "best", "worst", "most", "least",
+    "rather", "than", "responses", "options", "between", "either", "a or b",
 )
 
 #: Verbs that open an imperative demand in a prompt ("Identify ...", "Rewrite ...").
@@ -275,8 +146,9 @@ CLAUSE_FILLERS: tuple[str, ...] = (
     "instead", "rather",
 )
 
-#: Explicit joins of two demands in one sentence ("... and also explain ...").
-DEMAND_JOINS: tuple[str, ...] = (r"and also", r"as well as", r"and additionally")
+#: Explicit joins of two demands in one sentence, when an imperative verb follows
+#: ("... and also explain ...").
+DEMAND_JOINS: tuple[str, ...] = ("and also", "as well as", "and additionally")
 
 #: Imperative clauses in one prompt text at which it counts as compound.
 MIN_COMPOUND_DEMANDS = 3
@@ -284,41 +156,25 @@ MIN_COMPOUND_DEMANDS = 3
 #: Effects on more unrelated behaviors than this make a principle compound.
 MAX_BEHAVIOR_CLUSTERS = 2
 
-#: A clause that starts with one of these is a negated demand.
+#: A clause that opens with one of these is a negated demand.
 NEGATIVE_OPENERS: tuple[str, ...] = (
-    r"do not",
-    r"don'?t",
-    r"never",
-    r"avoid(?:s|ing)?",
-    r"refrain",
-    r"stop",
-    r"must not",
-    r"should not",
-    r"shouldn'?t",
-    r"no longer",
-    r"not",
-    r"no",
+    "do not", "don't", "dont", "never", "avoid", "avoids", "avoiding", "refrain", "stop",
+    "must not", "should not", "shouldn't", "no longer", "not", "no",
 )
 
 #: The prompt forms checked for negative-only wording (a ``revise`` asks to remove
 #: problems by nature: "rewrite the response to remove ..." is not flagged).
 NEGATIVE_FRAMING_FIELDS: tuple[str, ...] = ("critique", "compare")
 
-#: After "which response" / "the response that", these make a compare criterion negative.
+#: In a compare, these right after "the response (that)" make the criterion negative.
 NEGATIVE_PREDICATES: tuple[str, ...] = (
-    r"does not",
-    r"doesn'?t",
-    r"do not",
-    r"don'?t",
-    r"never",
-    r"avoids?",
-    r"is not",
-    r"isn'?t",
-    r"fails? to",
-    r"contains? no",
-    r"has no",
-    r"refrains? from",
+    "does not", "doesn't", "do not", "don't", "never", "avoid", "avoids", "is not", "isn't",
+    "fail to", "fails to", "contain no", "contains no", "has no", "refrain from",
+    "refrains from",
 )
+
+#: Question words that open a positive compare clause.
+QUESTION_OPENERS: frozenset[str] = frozenset({"which", "whichever", "what", "how", "who", "does", "is", "are", "do"})
 
 #: Tags that mark a principle as harm-minimizing (CAI307).
 HARM_TAGS: frozenset[str] = frozenset({"safety", "harm", "harmless", "harmlessness", "harms"})
@@ -329,7 +185,8 @@ HELP_TAGS: frozenset[str] = frozenset({"helpfulness", "helpful", "help", "useful
 #: A behavior whose name or description matches this is a refusal.
 REFUSAL_BEHAVIOR = re.compile(r"refus|declin|reject|deny|denies|withhold|abstain", re.IGNORECASE)
 
-#: A behavior whose name or description matches this (and is not a refusal) helps.
+#: A behavior whose name or description matches this (and is not a refusal) is a way of
+#: helping; so is every other member of an ``exclusive`` set that contains a refusal.
 HELPFUL_BEHAVIOR = re.compile(
     r"answer|instruction|detail|explain|explanation|inform|assist|help|complete|solution"
     r"|code|step|partial|example|comply|fulfil",
@@ -341,114 +198,163 @@ HELPFULNESS_CUES = re.compile(
     r"\b(?:helpful\w*|helps?|goals?|useful\w*|usefulness|informative|answers? the|needs)\b", re.IGNORECASE
 )
 
-# ---------------------------------------------------------------- compiled patterns
+# ---------------------------------------------------------------- lexicon matching
 
-
-def _alternation(parts: Iterable[str]) -> str:
-    # longest first, so multi-word phrases win over their prefixes
-    return "|".join(sorted(parts, key=len, reverse=True))
-
-
-_FLAGS = re.IGNORECASE
-_VAGUE_RE = re.compile(r"\b(?:" + _alternation(VAGUE_TERMS) + r")\b", _FLAGS)
-_CUE_RE = re.compile(r"\b(?:" + _alternation(OBSERVABLE_CUES) + r")(?![\w-])", _FLAGS)
-_WORD_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9'’\-]*")
-_CHOICE_IMP_RE = re.compile(r"\b(?:" + _alternation(CHOICE_IMPERATIVE) + r")\b", _FLAGS)
-_CHOICE_REF_RE = re.compile(r"(?:\b(?:" + _alternation(CHOICE_REFERENCE) + r")\b|\([ab]\))", _FLAGS)
+_TOKEN_RE = re.compile(r"[a-z0-9]+(?:['\-][a-z0-9]+)*")
 _CLAUSE_SPLIT_RE = re.compile(r"[.!?;:]+(?:\s+|$)|\n+|,?\s+but\s+|,?\s+instead\b")
-_FILLER_RE = re.compile(r"^(?:(?:" + _alternation(CLAUSE_FILLERS) + r")\b[\s,]*)+", _FLAGS)
-_IMPERATIVE_RE = re.compile(r"^(?:" + _alternation(re.escape(v) for v in IMPERATIVE_VERBS) + r")\b", _FLAGS)
-_JOIN_RE = re.compile(
-    r"\b(?:" + _alternation(DEMAND_JOINS) + r")\s+(?:" + _alternation(re.escape(v) for v in IMPERATIVE_VERBS) + r")\b",
-    _FLAGS,
-)
-_NEG_OPENER_RE = re.compile(r"^(?:" + _alternation(NEGATIVE_OPENERS) + r")\b", _FLAGS)
+
+
+def _tokenize(text: str) -> tuple[str, ...]:
+    return tuple(_TOKEN_RE.findall(text.lower().replace("\u2019", "'")))
+
+
+class _Lexicon:
+    """A word list compiled for fast lookup: exact words, ``word*`` prefixes, phrases."""
+
+    def __init__(self, entries: Iterable[str]):
+        entries = tuple(entries)
+        self.words = frozenset(e for e in entries if " " not in e and not e.endswith("*"))
+        self.prefixes = tuple(e[:-1] for e in entries if " " not in e and e.endswith("*"))
+        self.phrases = tuple(" " + e + " " for e in entries if " " in e)
+        self._openers: dict[str, tuple[tuple[str, ...], ...]] = {}
+        for e in entries:
+            if " " in e:
+                parts = tuple(e.split())
+                self._openers[parts[0]] = (*self._openers.get(parts[0], ()), parts)
+
+    def hit(self, word: str) -> bool:
+        return word in self.words or (bool(self.prefixes) and word.startswith(self.prefixes))
+
+    def any(self, words: Iterable[str], joined: str) -> bool:
+        if not self.words.isdisjoint(words):
+            return True
+        prefixes = self.prefixes
+        if prefixes and any(w.startswith(prefixes) for w in words):
+            return True
+        return any(p in joined for p in self.phrases)
+
+    def found(self, tokens: tuple[str, ...], joined: str) -> tuple[str, ...]:
+        """The entries found, phrases first, each once, words inside a found phrase skipped."""
+        phrases = [p.strip() for p in self.phrases if p in joined]
+        inside = {w for p in phrases for w in p.split()}
+        out = list(phrases)
+        for w in tokens:
+            if w not in inside and w not in out and self.hit(w):
+                out.append(w)
+        return tuple(out)
+
+    def opens(self, tokens: tuple[str, ...]) -> int:
+        """How many leading tokens form an entry (0: none)."""
+        if not tokens:
+            return 0
+        for parts in self._openers.get(tokens[0], ()):
+            if tokens[: len(parts)] == parts:
+                return len(parts)
+        return 1 if self.hit(tokens[0]) else 0
+
+
+_VAGUE = _Lexicon(VAGUE_TERMS)
+_CUES = _Lexicon(OBSERVABLE_CUES)
+_CHOICE_IMP = _Lexicon(CHOICE_IMPERATIVE)
+_CHOICE_REF = _Lexicon(CHOICE_REFERENCE)
+_IMPERATIVE = frozenset(IMPERATIVE_VERBS)
+_FILLERS = _Lexicon(CLAUSE_FILLERS)
+_JOINS = tuple(tuple(j.split()) for j in DEMAND_JOINS)
+_JOIN_WORDS = frozenset(j[0] for j in _JOINS)
+_NEG_OPENERS = _Lexicon(NEGATIVE_OPENERS)
+_NEG_WORDS = frozenset(w for entry in NEGATIVE_PREDICATES for w in entry.split()) - {"is", "to", "from", "has", "do", "does"}
 _NEG_PREDICATE_RE = re.compile(
     r"\b(?:which|whichever|the|a|an)\b[^.?!;]{0,60}?\b(?:response|responses|answer|answers|one|assistant)\b"
-    r"(?:\s+(?:that|which|who))?\s+(?:" + _alternation(NEGATIVE_PREDICATES) + r")\b",
-    _FLAGS,
+    r"(?:\s+(?:that|which|who))?\s+(?:" + "|".join(re.escape(p) for p in sorted(NEGATIVE_PREDICATES, key=len, reverse=True)) + r")\b"
 )
-_QUESTION_OPENER_RE = re.compile(r"^(?:which|whichever|what|how|who|does|is|are|do)\b", _FLAGS)
-
-# ---------------------------------------------------------------- text analysis (cached by text)
 
 
-@lru_cache(maxsize=65536)
-def _words(text: str) -> int:
-    return len(_WORD_RE.findall(text))
+class _Text(NamedTuple):
+    """What the lints need to know about one prompt text (computed once per text)."""
+
+    words: int
+    vague: tuple[str, ...]
+    has_cue: bool
+    demands: int
+    joined_demands: bool
+    negative_only: bool  # every clause is a negated demand (openers only)
+    negative_only_compare: bool  # ... also counting "the response that does not ..."
+    tokens: frozenset[str]
+    joined: str
 
 
-@lru_cache(maxsize=65536)
-def _vague_terms(text: str) -> tuple[str, ...]:
-    seen: list[str] = []
-    for m in _VAGUE_RE.finditer(text):
-        term = m.group(0).lower()
-        if term not in seen:
-            seen.append(term)
-    return tuple(seen)
+def _strip_fillers(tokens: tuple[str, ...]) -> tuple[str, ...]:
+    while tokens:
+        n = _FILLERS.opens(tokens)
+        if not n:
+            break
+        tokens = tokens[n:]
+    return tokens
 
 
-@lru_cache(maxsize=65536)
-def _has_cue(text: str) -> bool:
-    return _CUE_RE.search(text) is not None
-
-
-def _mentions_behavior(text: str, behavior_patterns: tuple[str, ...]) -> bool:
-    lowered = text.lower()
-    return any(pattern in lowered for pattern in behavior_patterns)
-
-
-@lru_cache(maxsize=65536)
-def _clauses(text: str) -> tuple[str, ...]:
-    out = []
-    for raw in _CLAUSE_SPLIT_RE.split(text):
-        clause = _FILLER_RE.sub("", raw.strip(" \t,\"'()"))
-        if clause:
-            out.append(clause)
-    return tuple(out)
+def _opens_join(tokens: tuple[str, ...], i: int) -> int:
+    for join in _JOINS:
+        if tokens[i : i + len(join)] == join:
+            return len(join)
+    return 0
 
 
 @lru_cache(maxsize=65536)
-def _demand_count(text: str) -> int:
-    count = sum(1 for clause in _clauses(text) if _IMPERATIVE_RE.match(clause))
-    return count + len(_JOIN_RE.findall(text))
-
-
-@lru_cache(maxsize=65536)
-def _has_join(text: str) -> bool:
-    return _JOIN_RE.search(text) is not None
-
-
-@lru_cache(maxsize=65536)
-def _text_negative_only(text: str, is_compare: bool) -> bool:
-    """Every demand of ``text`` is negated and at least one is.
-
-    A clause is negated when it opens with ``NEGATIVE_OPENERS``; in a ``compare``
-    also when its criterion is ("the response that does not ...").
-    """
-    negative = positive = 0
-    for clause in _clauses(text):
-        if _NEG_OPENER_RE.match(clause) or (is_compare and _NEG_PREDICATE_RE.search(clause)):
-            negative += 1
-        elif _IMPERATIVE_RE.match(clause) or _QUESTION_OPENER_RE.match(clause) or _CHOICE_REF_RE.search(clause):
-            positive += 1
-    return negative > 0 and positive == 0
+def _analyze(text: str) -> _Text:
+    tokens = _tokenize(text)
+    expanded = set(tokens)
+    for t in tokens:
+        if "-" in t:
+            expanded.update(t.split("-"))
+    joined = " " + " ".join(tokens) + " "
+    demands = joins = 0
+    neg = pos = neg_cmp = pos_cmp = 0
+    lowered = text.lower().replace("\u2019", "'")
+    for raw in _CLAUSE_SPLIT_RE.split(lowered):
+        clause = _strip_fillers(_tokenize(raw))
+        if not clause:
+            continue
+        imperative = clause[0] in _IMPERATIVE
+        demands += imperative
+        if not _JOIN_WORDS.isdisjoint(clause):
+            for i in range(1, len(clause) - 1):
+                n = _opens_join(clause, i)
+                if n and i + n < len(clause) and clause[i + n] in _IMPERATIVE:
+                    joins += 1
+        negated = _NEG_OPENERS.opens(clause) > 0
+        positive = not negated and (
+            imperative or clause[0] in QUESTION_OPENERS or _CHOICE_REF.any(clause, " " + " ".join(clause) + " ")
+        )
+        neg += negated
+        pos += positive
+        negated_cmp = negated or (
+            (_NEG_WORDS.intersection(clause) or any(w.endswith("n't") for w in clause))
+            and _NEG_PREDICATE_RE.search(" ".join(clause)) is not None
+        )
+        neg_cmp += bool(negated_cmp)
+        pos_cmp += positive and not negated_cmp
+    return _Text(
+        words=len(tokens),
+        vague=_VAGUE.found(tokens, joined),
+        has_cue=_CUES.any(expanded, joined),
+        demands=demands + joins,
+        joined_demands=joins > 0,
+        negative_only=neg > 0 and pos == 0,
+        negative_only_compare=neg_cmp > 0 and pos_cmp == 0,
+        tokens=frozenset(expanded),
+        joined=joined,
+    )
 
 
 @lru_cache(maxsize=65536)
 def _compare_problem(text: str) -> str | None:
     """Why ``text`` is not a question choosing between responses (None when it is)."""
-    is_question = "?" in text or _CHOICE_IMP_RE.search(text.strip()) is not None
-    if not is_question:
+    facts = _analyze(text)
+    if "?" not in text and not _CHOICE_IMP.any(facts.tokens, facts.joined):
         return "is not a question or an instruction to choose between responses"
-    if _CHOICE_REF_RE.search(text) is None:
+    if not _CHOICE_REF.any(facts.tokens, facts.joined):
         return "does not ask to choose between responses (it reads as a question about one response)"
     return None
-
-
-def _short(text: str, limit: int = 60) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # ---------------------------------------------------------------- condition projections (CAI307)
@@ -557,28 +463,20 @@ def _meet(a: Projection | None, b: Projection | None) -> Projection | None:
 
 
 class _Context:
-    """What the lints need from the constitution, computed once per call."""
+    """What the lints need from the constitution's vocabulary, computed once."""
 
     def __init__(self, constitution: Constitution):
         self.constitution = constitution
-        self.behavior_patterns = tuple(
-            sorted({p for name in constitution.behaviors for p in (name.lower(), name.lower().replace("_", " "))})
-        )
-        # union-find of behaviors over exclusive sets: one cluster per set
-        parent: dict[str, str] = {}
-
-        def find(x: str) -> str:
-            while parent.get(x, x) != x:
-                x = parent[x]
-            return x
-
+        # a behavior is mentioned by name, with or without underscores ("partial answer")
+        self.behavior_phrases = tuple(sorted({" " + " ".join(_tokenize(name.replace("_", " "))) + " " for name in constitution.behaviors}))
+        # union-find of behaviors over exclusive sets: one cluster per connected set
+        self._parent: dict[str, str] = {}
         for ex in constitution.exclusives:
             members = [m.name for m in ex.members]
             for other in members[1:]:
-                ra, rb = find(members[0]), find(other)
+                ra, rb = self.cluster(members[0]), self.cluster(other)
                 if ra != rb:
-                    parent[rb] = ra
-        self._find = find
+                    self._parent[rb] = ra
         refusal: set[str] = set()
         helpful: set[str] = set()
         for name, behavior in constitution.behaviors.items():
@@ -587,7 +485,7 @@ class _Context:
                 refusal.add(name)
             elif HELPFUL_BEHAVIOR.search(label):
                 helpful.add(name)
-        # the alternatives to refusing: other members of an exclusive set with a refusal
+        # the alternatives to refusing: the other members of an exclusive set with a refusal
         for ex in constitution.exclusives:
             members = {m.name for m in ex.members}
             if members & refusal:
@@ -596,21 +494,44 @@ class _Context:
         self.helpful_behaviors = frozenset(helpful)
 
     def cluster(self, behavior: str) -> str:
-        return self._find(behavior)
+        parent = self._parent
+        while parent.get(behavior, behavior) != behavior:
+            behavior = parent[behavior]
+        return behavior
+
+    def is_harm_minimizing(self, p: ast.Principle) -> bool:
+        tags = {t.lower() for t in p.tag_names}
+        return bool(
+            p.effect_behaviors("forbid")
+            or set(p.effect_behaviors("require")) & self.refusal_behaviors
+            or tags & HARM_TAGS
+            or p.id.name.lower().startswith("harm")
+        )
+
+    def is_counterweight(self, p: ast.Principle, harm_minimizing: bool) -> bool:
+        tags = {t.lower() for t in p.tag_names}
+        if tags & HELP_TAGS:
+            return True
+        if harm_minimizing:
+            return False
+        positive = set(p.effect_behaviors("require")) | set(p.effect_behaviors("prefer"))
+        if positive & self.helpful_behaviors:
+            return True
+        return p.compare is not None and HELPFULNESS_CUES.search(p.compare.value) is not None
 
 
 def _prompt_texts(p: ast.Principle) -> list[tuple[str, ast.Text]]:
     return [(name, getattr(p, name)) for name in PROMPT_FIELDS if getattr(p, name) is not None]
 
 
-def _vague(p: ast.Principle, ctx: _Context, where: dict) -> list[Diagnostic]:
+def _vague(p: ast.Principle, texts: list[tuple[str, ast.Text]], ctx: _Context, where: dict) -> list[Diagnostic]:
     out = []
-    for field, text in _prompt_texts(p):
-        value = text.value
-        if _has_cue(value) or _mentions_behavior(value, ctx.behavior_patterns):
+    for field, text in texts:
+        facts = _analyze(text.value)
+        if facts.has_cue or any(b in facts.joined for b in ctx.behavior_phrases):
             continue
-        vague = _vague_terms(value)
-        words = _words(value)
+        vague = facts.vague
+        words = facts.words
         if vague:
             terms = ", ".join(f"\"{t}\"" for t in vague)
             message = f"`{p.id.name}` {field} uses {terms} but names nothing observable in a response"
@@ -654,7 +575,7 @@ def _compare_question(p: ast.Principle, where: dict) -> list[Diagnostic]:
     ]
 
 
-def _compound(p: ast.Principle, ctx: _Context, where: dict) -> list[Diagnostic]:
+def _compound(p: ast.Principle, texts: list[tuple[str, ast.Text]], ctx: _Context, where: dict) -> list[Diagnostic]:
     behaviors: list[str] = []
     for effect in p.effects:
         for b in effect.behaviors:
@@ -679,9 +600,10 @@ def _compound(p: ast.Principle, ctx: _Context, where: dict) -> list[Diagnostic]:
                 **where,
             )
         ]
-    for field, text in _prompt_texts(p):
-        demands = _demand_count(text.value)
-        if demands >= MIN_COMPOUND_DEMANDS or (demands >= 2 and _has_join(text.value)):
+    for field, text in texts:
+        facts = _analyze(text.value)
+        demands = facts.demands
+        if demands >= MIN_COMPOUND_DEMANDS or (demands >= 2 and facts.joined_demands):
             return [
                 rules.COMPOUND_PRINCIPLE(
                     f"`{p.id.name}` {field} joins {demands} separate demands",
@@ -700,7 +622,7 @@ _C3AI = (
 )
 
 
-def _negative_only(p: ast.Principle, where: dict) -> list[Diagnostic]:
+def _negative_only(p: ast.Principle, texts: list[tuple[str, ast.Text]], where: dict) -> list[Diagnostic]:
     forbids = p.effect_behaviors("forbid")
     if forbids and not p.effect_behaviors("require") and not p.effect_behaviors("prefer"):
         first = next(e for e in p.effects if e.effect == "forbid")
@@ -716,8 +638,11 @@ def _negative_only(p: ast.Principle, where: dict) -> list[Diagnostic]:
                 **where,
             )
         ]
-    for field, text in _prompt_texts(p):
-        if field in NEGATIVE_FRAMING_FIELDS and _text_negative_only(text.value, field == "compare"):
+    for field, text in texts:
+        if field not in NEGATIVE_FRAMING_FIELDS:
+            continue
+        facts = _analyze(text.value)
+        if facts.negative_only_compare if field == "compare" else facts.negative_only:
             return [
                 rules.NEGATIVE_ONLY(
                     f"`{p.id.name}` {field} only says what not to do",
@@ -763,8 +688,8 @@ def _unpaired(p: ast.Principle, where: dict) -> list[Diagnostic]:
     return []
 
 
-def _no_examples(p: ast.Principle, where: dict) -> list[Diagnostic]:
-    if p.examples or not _prompt_texts(p):
+def _no_examples(p: ast.Principle, texts: list[tuple[str, ast.Text]], where: dict) -> list[Diagnostic]:
+    if p.examples or not texts:
         return []
     wanted = []
     if p.critique is not None or p.revise is not None:
@@ -785,8 +710,8 @@ def _no_examples(p: ast.Principle, where: dict) -> list[Diagnostic]:
     ]
 
 
-def _no_prompt_forms(p: ast.Principle, where: dict) -> list[Diagnostic]:
-    if _prompt_texts(p):
+def _no_prompt_forms(p: ast.Principle, texts: list[tuple[str, ast.Text]], where: dict) -> list[Diagnostic]:
+    if texts:
         return []
     return [
         rules.NO_PROMPT_FORMS(
@@ -804,40 +729,19 @@ def _no_prompt_forms(p: ast.Principle, where: dict) -> list[Diagnostic]:
 
 def _intrinsic(p: ast.Principle, ctx: _Context, where: dict) -> list[Diagnostic]:
     """Every lint that depends on the principle alone (all but CAI307)."""
+    texts = _prompt_texts(p)
     return [
-        *_vague(p, ctx, where),
+        *_vague(p, texts, ctx, where),
         *_compare_question(p, where),
-        *_compound(p, ctx, where),
-        *_negative_only(p, where),
+        *_compound(p, texts, ctx, where),
+        *_negative_only(p, texts, where),
         *_unpaired(p, where),
-        *_no_examples(p, where),
-        *_no_prompt_forms(p, where),
+        *_no_examples(p, texts, where),
+        *_no_prompt_forms(p, texts, where),
     ]
 
 
 # ---------------------------------------------------------------- over-refusal (CAI307)
-
-
-def _is_harm_minimizing(p: ast.Principle, ctx: _Context) -> bool:
-    tags = {t.lower() for t in p.tag_names}
-    return bool(
-        p.effect_behaviors("forbid")
-        or set(p.effect_behaviors("require")) & ctx.refusal_behaviors
-        or tags & HARM_TAGS
-        or p.id.name.lower().startswith("harm")
-    )
-
-
-def _is_counterweight(p: ast.Principle, ctx: _Context) -> bool:
-    tags = {t.lower() for t in p.tag_names}
-    if tags & HELP_TAGS:
-        return True
-    if _is_harm_minimizing(p, ctx):
-        return False
-    positive = set(p.effect_behaviors("require")) | set(p.effect_behaviors("prefer"))
-    if positive & ctx.helpful_behaviors:
-        return True
-    return p.compare is not None and HELPFULNESS_CUES.search(p.compare.value) is not None
 
 
 def _over_refusal(constitution: Constitution, deployment: ResolvedDeployment, ctx: _Context) -> list[Diagnostic]:
@@ -847,14 +751,19 @@ def _over_refusal(constitution: Constitution, deployment: ResolvedDeployment, ct
         base = _meet(base, _project(assumption, facets))
     if base is None:  # no reachable scenario: CAI204's business
         return []
-    harm = [p for p in deployment.principles if _is_harm_minimizing(p, ctx)]
+    harm: list[ast.Principle] = []
+    counter: list[ast.Principle] = []
+    for p in deployment.principles:
+        minimizing = ctx.is_harm_minimizing(p)
+        if minimizing:
+            harm.append(p)
+        if ctx.is_counterweight(p, minimizing):
+            counter.append(p)
     if not harm:
         return []
     weights: list[tuple[str, Projection]] = []
     seen_proj: set[tuple] = set()
-    for p in deployment.principles:
-        if not _is_counterweight(p, ctx):
-            continue
+    for p in counter:
         proj = _meet(base, _project(p.when, facets))
         if proj is None:
             continue

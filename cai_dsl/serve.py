@@ -307,7 +307,7 @@ class _Handler(BaseHTTPRequestHandler):
         params = _params(req, _int_field(req, "max_tokens", DEFAULT_COMPLETION_MAX_TOKENS, 0, None))
         echo = bool(req.get("echo", False))
         n_logprobs: int | None = None
-        if req.get("logprobs") not in (None, False):
+        if req.get("logprobs") is not None and req.get("logprobs") is not False:
             n_logprobs = _int_field(req, "logprobs", 0, 0, MAX_TOP_LOGPROBS)
         with self.server.lock:
             gens = generate_ids([ids for ids, _ in prompts], params)

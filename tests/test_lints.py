@@ -556,23 +556,40 @@ def test_rules_index_lists_every_rule():
         assert row in index, row
 
 
-def _snippets(code: str) -> list[str]:
+def _snippets(code: str) -> tuple[str | None, str | None]:
+    """The ```const blocks under "## Example" and "## How to fix" of a rule page (None: not a const block)."""
     text = (DOCS / f"{code}.md").read_text(encoding="utf-8")
-    return re.findall(r"```const\n(.*?)```", text, re.S)
+
+    def block(heading: str) -> str | None:
+        section = text.split(heading, 1)[1].split("\n## ", 1)[0]
+        match = re.search(r"```(\w*)\n(.*?)```", section, re.S)
+        assert match, f"{code}: no code block under {heading}"
+        return match.group(2) if match.group(1) == "const" else None
+
+    return block("## Example"), block("## How to fix")
+
+
+def _check_snippets(tmp_path: Path, code: str, findings) -> None:
+    example, fixed = _snippets(code)
+    assert example is not None, f"{code}: the example is not a const snippet"
+    for i, (snippet, expected) in enumerate(((example, True), (fixed, False))):
+        if snippet is None:
+            continue
+        path = tmp_path / f"{code}-{i}.const"
+        path.write_text(snippet, encoding="utf-8")
+        found = findings(resolve(path))
+        assert (code in found) == expected, ("example" if expected else "fixed", sorted(found))
 
 
 @pytest.mark.parametrize("code", OPERATIONALIZABILITY_CODES)
 def test_lint_pages_examples_are_accurate(tmp_path, code):
-    """The page's first snippet triggers the rule and its fixed snippet does not."""
-    snippets = _snippets(code)
-    assert len(snippets) >= 2
-    for i, (snippet, expected) in enumerate(((snippets[0], True), (snippets[-1], False))):
-        path = tmp_path / f"{code}-{i}.const"
-        path.write_text(snippet, encoding="utf-8")
-        constitution = resolve(path)
+    """The page's example triggers the rule and its fixed snippet does not."""
+
+    def findings(constitution):
         assert not constitution.has_errors, [d.message for d in constitution.diagnostics]
-        found = {d.code for d in lint_constitution(constitution)}
-        assert (code in found) == expected, (i, found)
+        return {d.code for d in lint_constitution(constitution)}
+
+    _check_snippets(tmp_path, code, findings)
 
 
 FRONT_END_CODES = [
@@ -584,11 +601,5 @@ FRONT_END_CODES = [
 
 @pytest.mark.parametrize("code", FRONT_END_CODES)
 def test_front_end_pages_examples_are_accurate(tmp_path, code):
-    """Parser/resolver pages: the first snippet gives the code, the fixed one does not."""
-    snippets = _snippets(code)
-    assert len(snippets) >= 2
-    for i, (snippet, expected) in enumerate(((snippets[0], True), (snippets[-1], False))):
-        path = tmp_path / f"{code}-{i}.const"
-        path.write_text(snippet, encoding="utf-8")
-        found = {d.code for d in resolve(path).diagnostics}
-        assert (code in found) == expected, (i, found)
+    """Parser/resolver pages: the example gives the code, the fixed snippet does not."""
+    _check_snippets(tmp_path, code, lambda constitution: {d.code for d in constitution.diagnostics})

@@ -121,9 +121,10 @@ def _string_lines(text: str) -> set[int]:
     stack: list[object] = [file]
     while stack:
         node = stack.pop()
-        if isinstance(node, ast.Text) and node.span.end_line > node.span.line:
+        if isinstance(node, (ast.Text, ast.Setting)) and node.span.end_line > node.span.line:
+            # a Text spans just its literal; a setting's string value has no Text node
             inside.update(range(node.span.line + 1, node.span.end_line + 1))
-        elif isinstance(node, ast.Node):
+        if isinstance(node, ast.Node):
             stack.extend(getattr(node, name) for name in type(node).model_fields)
         elif isinstance(node, tuple):
             stack.extend(node)

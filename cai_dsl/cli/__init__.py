@@ -28,7 +28,7 @@ def _register_optional() -> None:
     """Command groups of later pipeline stages register themselves when present."""
     import importlib
 
-    for module in ("checking", "compiling", "execution", "rlaif"):
+    for module in ("checking", "compiling", "execution", "pipeline", "rlaif"):
         try:
             mod = importlib.import_module(f"cai_dsl.cli.{module}")
         except ModuleNotFoundError as exc:

@@ -1,0 +1,53 @@
+"""pytest plugin (registered through the ``pytest11`` entry point).
+
+Fixtures:
+- ``load_constitution``: ``load_constitution("path.const")`` resolves a file and
+  fails the test with rendered diagnostics if it has errors.
+- ``lint_constitution``: runs the full checker and returns its diagnostics.
+
+Marker-free helper: ``assert_constitution_passes(path)`` lints with zero errors and
+runs the file's own `test`/`property` blocks, failing with counter-examples.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from cai_dsl.testing.strategies import ConstitutionErrors, LoadedConstitution, load
+
+
+def assert_constitution_passes(path) -> LoadedConstitution:
+    """Lint ``path`` (errors fail) and run its tests and properties (failures fail)."""
+    from cai_dsl.checker import check
+    from cai_dsl.diagnostics import render_text
+    from cai_dsl.testing.runner import failures_as_diagnostics, run_tests
+
+    loaded = load(path)
+    constitution = loaded.constitution
+    errors = [d for d in check(constitution) if d.is_error]
+    errors += [d for d in failures_as_diagnostics(run_tests(constitution)) if d.is_error]
+    if errors:
+        pytest.fail(render_text(errors, constitution.sources), pytrace=False)
+    return loaded
+
+
+@pytest.fixture
+def load_constitution():
+    def _load(path) -> LoadedConstitution:
+        try:
+            return load(path)
+        except ConstitutionErrors as exc:
+            pytest.fail(str(exc), pytrace=False)
+
+    return _load
+
+
+@pytest.fixture
+def lint_constitution():
+    from cai_dsl.checker import check
+    from cai_dsl.resolver import resolve
+
+    def _lint(path, deployments=None):
+        return check(resolve(str(path)), deployments)
+
+    return _lint
