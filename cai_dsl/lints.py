@@ -47,9 +47,11 @@ hyphenated word also counts as its parts ("weapon-making" contains "weapon").
 
 from __future__ import annotations
 
+import gc
 import re
+from contextlib import contextmanager
 from functools import lru_cache
-from typing import Iterable, Mapping, NamedTuple
+from typing import Iterable, Iterator, Mapping, NamedTuple
 
 from cai_dsl import ast, rules
 from cai_dsl.diagnostics import Diagnostic, Related
@@ -801,8 +803,30 @@ def _over_refusal(constitution: Constitution, deployment: ResolvedDeployment, ct
 # ---------------------------------------------------------------- entry points
 
 
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while linting.
+
+    Linting allocates only short-lived, acyclic objects (reference counting frees
+    them), but after resolving a large constitution a full collection over its AST
+    can be triggered by those allocations and cost more than the lints themselves.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def lint_principles(constitution: Constitution, deployment: ResolvedDeployment) -> list[Diagnostic]:
     """CAI301-CAI308 over ``deployment``'s principles (after overrides), in principle order."""
+    with _gc_paused():
+        return _lint_principles(constitution, deployment)
+
+
+def _lint_principles(constitution: Constitution, deployment: ResolvedDeployment) -> list[Diagnostic]:
     ctx = _context(constitution)
     where = {"deployment": deployment.name}
     out: list[Diagnostic] = []
@@ -830,7 +854,9 @@ def lint_constitution(constitution: Constitution, deployments: Iterable[str] | N
         if deployment is None:
             continue
         covered.update(deployment.principle_ids)
-        for d in lint_principles(constitution, deployment):
+        with _gc_paused():
+            found = _lint_principles(constitution, deployment)
+        for d in found:
             key = (d.code, d.message, d.span) if d.code != rules.OVER_REFUSAL_RISK.code else (d.code, d.deployment, d.span)
             if key in seen:
                 continue
@@ -838,9 +864,10 @@ def lint_constitution(constitution: Constitution, deployments: Iterable[str] | N
             out.append(d)
     if deployments is None:
         ctx = _context(constitution)
-        for pid, p in constitution.principles.items():
-            if pid not in covered and p.span.file == constitution.root:
-                out.extend(_intrinsic(p, ctx, {}))
+        with _gc_paused():
+            for pid, p in constitution.principles.items():
+                if pid not in covered and p.span.file == constitution.root:
+                    out.extend(_intrinsic(p, ctx, {}))
     return out
 
 

@@ -514,10 +514,11 @@ def test_lint_is_deterministic_and_fast(tmp_path):
     constitution = resolve(path)
     deployment = constitution.deployments["d"]
     assert len(deployment.principles) == 5001
-    start = time.perf_counter()
+    # CPU time of this process: other processes on a shared machine do not count
+    start = time.process_time()
     first = lint_principles(constitution, deployment)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 1.0, f"linting 5,000 principles took {elapsed:.2f}s"
+    elapsed = time.process_time() - start
+    assert elapsed < 1.0, f"linting 5,000 principles took {elapsed:.2f}s of CPU"
     assert lint_principles(constitution, deployment) == first
     codes = {d.code for d in first}
     assert {"CAI301", "CAI302", "CAI304", "CAI305", "CAI306", "CAI307", "CAI308"} <= codes
