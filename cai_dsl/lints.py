@@ -203,7 +203,9 @@ HELPFULNESS_CUES = re.compile(
 # ---------------------------------------------------------------- lexicon matching
 
 _TOKEN_RE = re.compile(r"[a-z0-9]+(?:['\-][a-z0-9]+)*")
-_CLAUSE_SPLIT_RE = re.compile(r"[.!?;:]+(?:\s+|$)|\n+|,?\s+but\s+|,?\s+instead\b")
+# a word, or a clause break: sentence punctuation followed by a space or the end, or a newline
+_LEX_RE = re.compile(r"([a-z0-9]+(?:['\-][a-z0-9]+)*)|([.!?;:]+(?=\s|$)|\n)")
+_CLAUSE_BREAK_WORDS = frozenset({"but", "instead"})
 
 
 def _tokenize(text: str) -> tuple[str, ...]:
@@ -238,6 +240,8 @@ class _Lexicon:
     def found(self, tokens: tuple[str, ...], joined: str) -> tuple[str, ...]:
         """The entries found, phrases first, each once, words inside a found phrase skipped."""
         phrases = [p.strip() for p in self.phrases if p in joined]
+        if not phrases and not self.prefixes and self.words.isdisjoint(tokens):
+            return ()
         inside = {w for p in phrases for w in p.split()}
         out = list(phrases)
         for w in tokens:
@@ -301,43 +305,64 @@ def _opens_join(tokens: tuple[str, ...], i: int) -> int:
     return 0
 
 
+def _clause_facts(clause: tuple[str, ...]) -> tuple[int, int, bool, bool, bool]:
+    """(imperative demands, joined demands, negated, positive, negated in a compare) of one clause."""
+    clause = _strip_fillers(clause)
+    if not clause:
+        return 0, 0, False, False, False
+    imperative = clause[0] in _IMPERATIVE
+    joins = 0
+    if not _JOIN_WORDS.isdisjoint(clause):
+        for i in range(1, len(clause) - 1):
+            n = _opens_join(clause, i)
+            if n and i + n < len(clause) and clause[i + n] in _IMPERATIVE:
+                joins += 1
+    negated = _NEG_OPENERS.opens(clause) > 0
+    text = " ".join(clause)
+    positive = not negated and (imperative or clause[0] in QUESTION_OPENERS or _CHOICE_REF.any(clause, f" {text} "))
+    negated_cmp = negated or (
+        (not _NEG_WORDS.isdisjoint(clause) or "n't" in text) and _NEG_PREDICATE_RE.search(text) is not None
+    )
+    return int(imperative), joins, negated, positive, negated_cmp
+
+
 @lru_cache(maxsize=65536)
 def _analyze(text: str) -> _Text:
-    tokens = _tokenize(text)
+    # one pass: words, and clause breaks at sentence punctuation, `;`, `:`, newlines,
+    # and the words "but" and "instead"
+    tokens: list[str] = []
+    clauses: list[tuple[str, ...]] = []
+    current: list[str] = []
+    for word, brk in _LEX_RE.findall(text.lower().replace("\u2019", "'")):
+        if brk or word in _CLAUSE_BREAK_WORDS:
+            if current:
+                clauses.append(tuple(current))
+                current = []
+            if word:
+                tokens.append(word)
+            continue
+        tokens.append(word)
+        current.append(word)
+    if current:
+        clauses.append(tuple(current))
     expanded = set(tokens)
     for t in tokens:
         if "-" in t:
             expanded.update(t.split("-"))
-    joined = " " + " ".join(tokens) + " "
-    demands = joins = 0
-    neg = pos = neg_cmp = pos_cmp = 0
-    lowered = text.lower().replace("\u2019", "'")
-    for raw in _CLAUSE_SPLIT_RE.split(lowered):
-        clause = _strip_fillers(_tokenize(raw))
-        if not clause:
-            continue
-        imperative = clause[0] in _IMPERATIVE
-        demands += imperative
-        if not _JOIN_WORDS.isdisjoint(clause):
-            for i in range(1, len(clause) - 1):
-                n = _opens_join(clause, i)
-                if n and i + n < len(clause) and clause[i + n] in _IMPERATIVE:
-                    joins += 1
-        negated = _NEG_OPENERS.opens(clause) > 0
-        positive = not negated and (
-            imperative or clause[0] in QUESTION_OPENERS or _CHOICE_REF.any(clause, " " + " ".join(clause) + " ")
-        )
+    words = tuple(tokens)
+    joined = " " + " ".join(words) + " "
+    demands = joins = neg = pos = neg_cmp = pos_cmp = 0
+    for clause in clauses:
+        d, j, negated, positive, negated_cmp = _clause_facts(clause)
+        demands += d
+        joins += j
         neg += negated
         pos += positive
-        negated_cmp = negated or (
-            (_NEG_WORDS.intersection(clause) or any(w.endswith("n't") for w in clause))
-            and _NEG_PREDICATE_RE.search(" ".join(clause)) is not None
-        )
-        neg_cmp += bool(negated_cmp)
+        neg_cmp += negated_cmp
         pos_cmp += positive and not negated_cmp
     return _Text(
-        words=len(tokens),
-        vague=_VAGUE.found(tokens, joined),
+        words=len(words),
+        vague=_VAGUE.found(words, joined),
         has_cue=_CUES.any(expanded, joined),
         demands=demands + joins,
         joined_demands=joins > 0,

@@ -677,60 +677,34 @@ def _syntax_errors(text: str, path: str, first: UnexpectedInput) -> list[Diagnos
     return diagnostics
 
 
+_STRING_OR_COMMENT_RE = re.compile(
+    r'"""(?:[^"\\]|\\[\s\S]|"(?!""))*"""'  # triple-quoted string
+    r'|"(?:[^"\\\n]|\\.)*"'  # string
+    r"|#(?=[ \t\r\n]|$)[^\n]*",  # comment
+)
+
+
 def extract_comments(text: str, path: str) -> tuple[ast.Comment, ...]:
-    """Comments of a syntactically valid file, found by a string-aware scan."""
+    """Comments of a syntactically valid file (strings are skipped, so `#` inside them is text)."""
     comments = []
-    i, n = 0, len(text)
-    line, line_start = 1, 0
-    code_on_line = False
-    while i < n:
-        ch = text[i]
-        if ch == "\n":
-            line, line_start, code_on_line = line + 1, i + 1, False
-            i += 1
-        elif text.startswith('"""', i):
-            end = text.find('"""', i + 3)
-            while end != -1 and _escaped(text, end):
-                end = text.find('"""', end + 1)
-            end = n if end == -1 else end + 3
-            segment = text[i:end]
-            newlines = segment.count("\n")
-            if newlines:
-                line += newlines
-                line_start = i + segment.rfind("\n") + 1
-            code_on_line = True
-            i = end
-        elif ch == '"':
-            j = i + 1
-            while j < n and text[j] != '"' and text[j] != "\n":
-                j += 2 if text[j] == "\\" else 1
-            code_on_line = True
-            i = j + 1
-        elif ch == "#" and (i + 1 >= n or text[i + 1] in " \t\r\n"):
-            end = text.find("\n", i)
-            end = n if end == -1 else end
-            body = text[i:end].rstrip("\r")
-            column = i - line_start + 1
-            comments.append(
-                ast.Comment(
-                    text=body.rstrip(),
-                    trailing=code_on_line,
-                    span=ast.Span(file=path, line=line, column=column, end_line=line, end_column=column + len(body)),
-                )
+    line, counted_to = 1, 0
+    for match in _STRING_OR_COMMENT_RE.finditer(text):
+        if match.group(0)[0] != "#":
+            continue
+        start = match.start()
+        line += text.count("\n", counted_to, start)
+        counted_to = start
+        line_start = text.rfind("\n", 0, start) + 1
+        body = match.group(0).rstrip("\r")
+        column = start - line_start + 1
+        comments.append(
+            ast.Comment(
+                text=body.rstrip(),
+                trailing=bool(text[line_start:start].strip()),
+                span=ast.Span(file=path, line=line, column=column, end_line=line, end_column=column + len(body)),
             )
-            i = end
-        else:
-            if not ch.isspace():
-                code_on_line = True
-            i += 1
+        )
     return tuple(comments)
-
-
-def _escaped(text: str, index: int) -> bool:
-    backslashes = 0
-    while index - backslashes - 1 >= 0 and text[index - backslashes - 1] == "\\":
-        backslashes += 1
-    return backslashes % 2 == 1
 
 
 def parse_text(text: str, path: str = "<string>") -> ParseResult:

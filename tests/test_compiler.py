@@ -605,10 +605,19 @@ def test_injected_text_cannot_change_the_structure(tmp_path, programs, critique,
     ref = base.critique_messages("PROMPT", "RESPONSE", "harm.avoid")
     assert [m.role for m in cm.messages] == [m.role for m in ref.messages]
     pre = len(p.critique_revision.preamble)
-    assert cm.messages[:pre] == ref.messages[:pre]  # the preamble is untouched
+    instruction = p.critique_revision.stop.instruction
+    # the preamble differs from the reference only where the injected principle's texts go
+    base_crit = base.critique_request_text(pid)
+    base_rev = base.revision_request_text(pid)
+    for got, want in zip(cm.messages[:pre], ref.messages[:pre]):
+        if want.content == base_crit:
+            assert got.content == "CritiqueRequest: " + n(critique) + "\n" + instruction
+        elif want.content == base_rev:
+            assert got.content == "RevisionRequest: " + n(revise)
+        else:
+            assert got == want
     assert cm.messages[pre].content == n(prompt)
     assert cm.messages[pre + 1].content == n(response)
-    instruction = p.critique_revision.stop.instruction
     assert cm.messages[-1].content == "CritiqueRequest: " + n(critique) + "\n" + instruction
 
     rm = p.revision_messages(prompt, response, pid, other)

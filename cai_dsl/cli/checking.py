@@ -59,8 +59,11 @@ def lint_command(
             continue
         diags = check(constitution, [deployment] if deployment else None)
         if empirical:
-            from cai_dsl.empirical import empirical_lints  # needs a model
-
+            try:
+                from cai_dsl.empirical import empirical_lints  # needs a model
+            except ImportError:
+                print("cai lint: --empirical needs the execution layer (cai_dsl.empirical), not installed", file=sys.stderr)
+                raise SystemExit(2)
             diags += empirical_lints(constitution, deployment, target)
         all_diags.extend(config.apply(diags))
     # the same imported file reported from several roots: once
