@@ -50,6 +50,7 @@ from cai_dsl.ir import (
     template,
     canonical_json,
     eval_cond,
+    gc_paused,
 )
 from cai_dsl.resolver import Constitution, ResolvedDeployment, resolve
 from cai_dsl.targets import Target, load_target
@@ -139,17 +140,22 @@ def to_cond(expr) -> Cond:
     return Cond(op="or" if isinstance(expr, ast.Or) else "and", args=tuple(to_cond(o) for o in expr.operands))
 
 
-def _cond_dict(expr) -> dict:
-    """Like :func:`to_cond` but as the plain dict the program is validated from (faster)."""
-    if isinstance(expr, ast.BoolLiteral):
-        return {"op": "true" if expr.value else "false"}
+def _cond_dict(expr, facets: set[str] | None = None) -> dict:
+    """Like :func:`to_cond` but as the plain dict the program is validated from (faster);
+    the facets it mentions are added to ``facets``."""
     if isinstance(expr, ast.Comparison):
+        if facets is not None:
+            facets.add(expr.facet.name)
         return {"op": expr.op, "facet": expr.facet.name, "value": expr.value.name}
     if isinstance(expr, ast.Membership):
+        if facets is not None:
+            facets.add(expr.facet.name)
         return {"op": "not in" if expr.negated else "in", "facet": expr.facet.name, "values": [v.name for v in expr.values]}
+    if isinstance(expr, ast.BoolLiteral):
+        return {"op": "true" if expr.value else "false"}
     if isinstance(expr, ast.Not):
-        return {"op": "not", "args": [_cond_dict(expr.operand)]}
-    return {"op": "or" if isinstance(expr, ast.Or) else "and", "args": [_cond_dict(o) for o in expr.operands]}
+        return {"op": "not", "args": [_cond_dict(expr.operand, facets)]}
+    return {"op": "or" if isinstance(expr, ast.Or) else "and", "args": [_cond_dict(o, facets) for o in expr.operands]}
 
 
 def _facets_in(expr) -> set[str]:
@@ -197,16 +203,10 @@ class _Locator:
             self.cache[file] = r
         return r
 
-    def loc(self, span: ast.Span | None) -> dict | None:
+    def loc(self, span: ast.Span | None) -> str | None:
         if span is None or span.line <= 0:
             return None
-        return {
-            "file": self.rel(span.file),
-            "line": span.line,
-            "column": span.column,
-            "end_line": span.end_line,
-            "end_column": span.end_column,
-        }
+        return f"{self.rel(span.file)}:{span.line}:{span.column}-{span.end_line}:{span.end_column}"
 
 
 def source_hash(constitution: Constitution) -> tuple[str, list[tuple[str, str]]]:
@@ -312,13 +312,21 @@ def _settings_value(deployment: ResolvedDeployment, key: str, target_value: Any)
 
 
 class _Builder:
-    def __init__(self, constitution: Constitution, deployment: ResolvedDeployment, target: Target, seed: int):
+    def __init__(
+        self,
+        constitution: Constitution,
+        deployment: ResolvedDeployment,
+        target: Target,
+        seed: int,
+        cache: dict | None = None,
+    ):
+        self.cache: dict = cache if cache is not None else {}
         self.c = constitution
         self.d = deployment
         self.t = target
         self.seed = seed
         self.loc = _Locator(constitution.root)
-        self.smap: dict[str, list[dict]] = {}
+        self.smap: dict[str, list[str]] = {}
         self.fmt = target.chat_format
 
     def _map(self, pointer: str, *spans: ast.Span | None) -> None:
@@ -348,66 +356,19 @@ class _Builder:
 
         # -- principles
         out_principles = []
+        used_facets: set[str] = set()
+        smap = self.smap
         for i, p in enumerate(principles):
-            base = f"/principles/{i}"
             pid = p.id.name
-            examples, compare_examples = [], []
-            for ex in p.examples:
-                if isinstance(ex, ast.Example):
-                    j = len(examples)
-                    examples.append(
-                        {
-                            "prompt": _text(ex.prompt),
-                            "response": _text(ex.response),
-                            "critique": _text(ex.critique),
-                            "revision": _text(ex.revision),
-                        }
-                    )
-                    for field in ("prompt", "response", "critique", "revision"):
-                        value = getattr(ex, field)
-                        if value is not None:
-                            self._map(f"{base}/examples/{j}/{field}", value.span)
-                else:
-                    j = len(compare_examples)
-                    better = ex.better.name.lower() if ex.better is not None else None
-                    compare_examples.append(
-                        {
-                            "prompt": _text(ex.prompt),
-                            "a": _text(ex.a),
-                            "b": _text(ex.b),
-                            "better": better if better in ("a", "b") else None,
-                        }
-                    )
-                    for field in ("prompt", "a", "b"):
-                        value = getattr(ex, field)
-                        if value is not None:
-                            self._map(f"{base}/compare_examples/{j}/{field}", value.span)
-            entry = {
-                "id": pid,
-                "critique": _text(p.critique),
-                "revise": _text(p.revise),
-                "compare": _text(p.compare),
-                "when": expr_text(p.when) if p.when is not None else None,
-                "condition": _cond_dict(p.when) if p.when is not None else None,
-                "requires": list(p.effect_behaviors("require")),
-                "forbids": list(p.effect_behaviors("forbid")),
-                "prefers": list(p.effect_behaviors("prefer")),
-                "weight": weight(p),
-                "tags": list(p.tag_names),
-                "examples": examples,
-                "compare_examples": compare_examples,
-                "rank": rank[pid],
-                "priority_index": position[pid],
-                "span": self.loc.loc(p.span) or self.loc.loc(p.id.span),
-            }
-            self._map(f"{base}/id", p.id.span)
-            for field in ("critique", "revise", "compare"):
-                value = getattr(p, field)
-                if value is not None:
-                    self._map(f"{base}/{field}", value.span)
-            if p.when is not None:
-                self._map(f"{base}/when", p.when.span)
+            entry, suffixes, facets = self._principle(p)
+            entry = dict(entry)
+            entry["rank"] = rank[pid]
+            entry["priority_index"] = position[pid]
             out_principles.append(entry)
+            base = f"/principles/{i}"
+            for suffix, locs in suffixes:
+                smap[base + suffix] = locs
+            used_facets |= facets
 
         # -- critique / revision
         stop = StopRule(enabled=settings.stop_when_satisfied)
@@ -496,12 +457,11 @@ class _Builder:
             )
 
         # -- scenario classifier
-        used: set[str] = set()
-        for p in principles:
-            used |= _facets_in(p.when)
-        for rule in conflicts:
-            for b in rule["branches"]:
-                used |= Cond.model_validate(b["condition"]).facets_used()
+        used = set(used_facets)
+        for rule in d.conflicts:
+            if rule.left.name in idset and rule.right.name in idset:
+                for b in rule.branches:
+                    used |= _facets_in(b.condition)
         questions = []
         for name, facet in c.facets.items():
             if name not in used:
@@ -597,6 +557,84 @@ class _Builder:
         }
         return program, problems
 
+    def _principle(self, p: ast.Principle) -> tuple[dict, list[tuple[str, list[str]]], set[str]]:
+        """The deployment-independent part of a principle's entry, its source-map entries
+        (pointer suffixes under /principles/<i>) and the facets its condition mentions; cached
+        per AST node, which deployments without an override of it share."""
+        key = id(p)
+        hit = self.cache.get(key)
+        if hit is not None and hit[0] is p:
+            return hit[1]
+        loc = self.loc.loc
+        suffixes: list[tuple[str, list[str]]] = []
+
+        def note(suffix: str, span: ast.Span | None) -> None:
+            where = loc(span)
+            suffixes.append((suffix, [where] if where is not None else []))
+
+        examples, compare_examples = [], []
+        for ex in p.examples:
+            if isinstance(ex, ast.Example):
+                j = len(examples)
+                examples.append(
+                    {
+                        "prompt": _text(ex.prompt),
+                        "response": _text(ex.response),
+                        "critique": _text(ex.critique),
+                        "revision": _text(ex.revision),
+                    }
+                )
+                for field in ("prompt", "response", "critique", "revision"):
+                    value = getattr(ex, field)
+                    if value is not None:
+                        note(f"/examples/{j}/{field}", value.span)
+            else:
+                j = len(compare_examples)
+                better = ex.better.name.lower() if ex.better is not None else None
+                compare_examples.append(
+                    {
+                        "prompt": _text(ex.prompt),
+                        "a": _text(ex.a),
+                        "b": _text(ex.b),
+                        "better": better if better in ("a", "b") else None,
+                    }
+                )
+                for field in ("prompt", "a", "b"):
+                    value = getattr(ex, field)
+                    if value is not None:
+                        note(f"/compare_examples/{j}/{field}", value.span)
+        facets: set[str] = set()
+        requires, forbids, prefers = [], [], []
+        for effect in p.effects:
+            names = [b.name for b in effect.behaviors]
+            (requires if effect.effect == "require" else forbids if effect.effect == "forbid" else prefers).extend(names)
+        entry = {
+            "id": p.id.name,
+            "critique": _text(p.critique),
+            "revise": _text(p.revise),
+            "compare": _text(p.compare),
+            "when": expr_text(p.when) if p.when is not None else None,
+            "condition": _cond_dict(p.when, facets) if p.when is not None else None,
+            "requires": requires,
+            "forbids": forbids,
+            "prefers": prefers,
+            "weight": p.weight.value if p.weight is not None else 1.0,
+            "tags": [t.name for t in p.tags.names] if p.tags else [],
+            "examples": examples,
+            "compare_examples": compare_examples,
+            "span": loc(p.span) or loc(p.id.span),
+        }
+        note("/id", p.id.span)
+        for field in ("critique", "revise", "compare"):
+            value = getattr(p, field)
+            if value is not None:
+                note(f"/{field}", value.span)
+        if p.when is not None:
+            note("/when", p.when.span)
+        result = (entry, suffixes, facets)
+        self.cache[key] = (p, result)
+        return result
+
     # -- few-shot preambles
 
     def _round_robin(self, pool: list[str], by_id: Mapping[str, ast.Principle], kind: type, limit: int, usable):
@@ -679,6 +717,7 @@ def compile_program(
     seed: int | None = None,
     check: bool = True,
     diagnostics: list[Diagnostic] | None = None,
+    _cache: dict | None = None,
 ) -> Program:
     """Compile one deployment for ``target`` (a Target, a packaged name, a TOML path; default smollm2-cpu).
 
@@ -705,12 +744,15 @@ def compile_program(
             ]
         )
     effective_seed = seed if seed is not None else deployment.settings.seed
-    data, problems = _Builder(constitution, deployment, target, effective_seed).build()
-    if any(p.is_error for p in problems):
-        raise CompileError([p for p in problems if p.is_error])
-    program = Program.model_validate(data)
-    digest = sha256_text(canonical_json(program.canonical_dict(with_hash=False)))
-    return program.model_copy(update={"provenance": program.provenance.model_copy(update={"program_hash": digest})})
+    with gc_paused():
+        data, problems = _Builder(constitution, deployment, target, effective_seed, _cache).build()
+        if any(p.is_error for p in problems):
+            raise CompileError([p for p in problems if p.is_error])
+        # the hash is taken over the canonical JSON of the data the program is validated from;
+        # tests check that it equals the hash of the validated program's own dump
+        data["provenance"].pop("program_hash", None)
+        data["provenance"]["program_hash"] = sha256_text(canonical_json(data))
+        return Program.model_validate(data)
 
 
 def compile_all(
@@ -720,15 +762,19 @@ def compile_all(
     seed: int | None = None,
     check: bool = True,
 ) -> tuple[dict[str, Program], list[Diagnostic]]:
-    """Every deployment of the root file, checked once; ({} , diagnostics) when there are errors."""
+    """Every deployment of the root file, checked once; ({}, diagnostics) when there are errors.
+
+    Principles shared by several deployments (no override) are translated once.
+    """
     target = load_target(target)
     diagnostics = check_constitution(constitution) if check else list(constitution.diagnostics)
     if any(d.is_error for d in diagnostics):
         return {}, diagnostics
     programs: dict[str, Program] = {}
+    cache: dict = {}
     for name in constitution.deployments:
         try:
-            programs[name] = compile_program(constitution, name, target, seed=seed, diagnostics=diagnostics)
+            programs[name] = compile_program(constitution, name, target, seed=seed, diagnostics=diagnostics, _cache=cache)
         except CompileError as exc:
             return {}, diagnostics + exc.diagnostics
     return programs, diagnostics

@@ -595,7 +595,7 @@ def format_text(text: str, path: str = "<string>") -> FormatResult:
 # ------------------------------------------------------------------ cai fmt
 
 
-_SKIP_DIRS = {"__pycache__", "node_modules"}
+_SKIP_DIRS = frozenset({"__pycache__", "node_modules"})
 
 
 def collect_const_files(paths: Iterable[str]) -> list[str]:

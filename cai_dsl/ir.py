@@ -30,13 +30,15 @@ escape cannot create one. What text *can* still do is say things (e.g. a respons
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import json
 import math
 import random
 import re
 from functools import cached_property
-from typing import Any, Iterable, Literal, Mapping, Sequence
+from typing import Annotated, Any, Iterable, Literal, Mapping, NamedTuple, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
@@ -111,14 +113,31 @@ def contains_control_token(text: str, chat_format: str = "model") -> bool:
 # ---------------------------------------------------------------------------- basics
 
 
-class SourceLoc(_Frozen):
-    """A region of a `.const` file; ``file`` is relative to the root file's directory (POSIX separators)."""
+LOC_PATTERN = r"^.+:\d+:\d+-\d+:\d+$"
+Loc = Annotated[str, Field(pattern=LOC_PATTERN)]
+"""A source location as ``file:line:column-end_line:end_column`` (1-based, end exclusive); ``file``
+is relative to the root file's directory, with ``/`` separators. Compact on purpose: a large
+program has tens of thousands of them. :meth:`SourceLoc.parse` reads one."""
+
+
+class SourceLoc(NamedTuple):
+    """A parsed :data:`Loc`."""
 
     file: str
     line: int
     column: int
     end_line: int
     end_column: int
+
+    @classmethod
+    def parse(cls, loc: str) -> "SourceLoc":
+        head, end = loc.rsplit("-", 1)
+        file, line, column = head.rsplit(":", 2)
+        end_line, end_column = end.split(":")
+        return cls(file, int(line), int(column), int(end_line), int(end_column))
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}-{self.end_line}:{self.end_column}"
 
 
 class Message(_Frozen):
@@ -329,7 +348,7 @@ class PrincipleIR(_Frozen):
     compare_examples: tuple[CompareExampleIR, ...] = ()
     rank: int = Field(0, description="priority depth: 0 = nothing outranks it; else 1 + the largest rank above it")
     priority_index: int = Field(0, description="position in `priority.order`")
-    span: SourceLoc
+    span: Loc
 
 
 class PriorityIR(_Frozen):
@@ -582,7 +601,7 @@ class Program(_Frozen):
     comparison: ComparisonProgram
     scenario_classifier: ScenarioClassifier
     run: RunParams
-    source_map: dict[str, tuple[SourceLoc, ...]] = Field(
+    source_map: dict[str, tuple[Loc, ...]] = Field(
         default_factory=dict,
         description="JSON pointer into this program -> the `.const` spans the string there came from "
         "(an empty list: built into the compiler)",
@@ -591,14 +610,18 @@ class Program(_Frozen):
     # -------------------------------------------------------------- serialisation
 
     def canonical_dict(self, *, with_hash: bool = True) -> dict[str, Any]:
-        data = self.model_dump(mode="json")
+        """The program as plain JSON data (what :meth:`to_json` writes)."""
+        with gc_paused():
+            data = json.loads(self.model_dump_json())
         if not with_hash:
             data["provenance"].pop("program_hash", None)
         return data
 
     def to_json(self) -> str:
         """Canonical JSON: sorted keys, ``(",", ":")`` separators, UTF-8 text, trailing newline."""
-        return canonical_json(self.canonical_dict())
+        data = self.canonical_dict()
+        with gc_paused():
+            return canonical_json(data)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> "Program":
@@ -611,6 +634,10 @@ class Program(_Frozen):
         return self.provenance.program_hash == self.compute_hash()
 
     # -------------------------------------------------------------- lookups
+
+    def source_locations(self, pointer: str) -> list[SourceLoc]:
+        """The parsed source locations of the string at JSON pointer ``pointer`` ([] if built in)."""
+        return [SourceLoc.parse(loc) for loc in self.source_map.get(pointer, ())]
 
     @cached_property
     def _by_id(self) -> dict[str, PrincipleIR]:
@@ -1017,6 +1044,24 @@ def _weighted_sample(items: Sequence[str], weights: Sequence[float], k: int, rng
         out.append(items.pop(i))
         weights.pop(i)
     return out
+
+
+@contextlib.contextmanager
+def gc_paused():
+    """Pause the cyclic garbage collector for an allocation-heavy step.
+
+    Building or dumping a large program allocates many short-lived containers while a large AST
+    is alive; each automatic collection would traverse all of it again (for 5,000 principles,
+    collections took most of the time). Those allocations are freed by reference counting; the
+    collector is re-enabled afterwards if it was enabled.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def canonical_json(data: Any) -> str:

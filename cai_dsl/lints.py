@@ -31,12 +31,13 @@ Heuristics, one line each (``docs/rules/CAI30x.md`` say the same):
   never, avoid; in a compare also "the response that does not ...").
 * CAI305 unpaired-critique-revise: a ``critique`` without a ``revise``, or the reverse.
 * CAI306 no-examples: prompt forms but no ``example`` / ``example compare`` block.
-* CAI307 over-refusal-risk: a harm-minimizing principle (forbids, requires a refusal
-  behavior, tagged ``HARM_TAGS`` or id starting ``harm``) with no other helpfulness
-  principle (tagged ``HELP_TAGS``; or, not itself harm-minimizing, requiring/preferring
-  a non-refusal behavior or with a compare naming ``HELPFULNESS_CUES``) in the
-  deployment whose ``when`` may overlap (a per-facet projection of the conditions and
-  the deployment's assumptions: a sound over-approximation, no solver).
+* CAI307 over-refusal-risk: a harm-minimizing principle (tagged ``HARM_TAGS``, id
+  starting ``harm``, requires a refusal behavior, or forbids a non-refusal behavior
+  without a ``HELP_TAGS`` tag) with no helpfulness principle (tagged ``HELP_TAGS``,
+  itself included; or, not harm-minimizing, requiring/preferring a non-refusal behavior
+  or with a compare naming ``HELPFULNESS_CUES``) in the deployment whose ``when`` may
+  overlap (a per-facet projection of the conditions and the deployment's assumptions:
+  a sound over-approximation, no solver).
 * CAI308 no-prompt-forms: no ``critique``, ``revise`` or ``compare`` at all.
 
 Lexicon entries are lowercase words; ``word*`` matches every word starting with
@@ -268,10 +269,15 @@ _FILLERS = _Lexicon(CLAUSE_FILLERS)
 _JOINS = tuple(tuple(j.split()) for j in DEMAND_JOINS)
 _JOIN_WORDS = frozenset(j[0] for j in _JOINS)
 _NEG_OPENERS = _Lexicon(NEGATIVE_OPENERS)
-_NEG_WORDS = frozenset(w for entry in NEGATIVE_PREDICATES for w in entry.split()) - {"is", "to", "from", "has", "do", "does"}
+# words that must occur for a negative compare criterion to be possible (a cheap pre-filter)
+_NEG_WORDS = frozenset(w for entry in NEGATIVE_PREDICATES for w in entry.split()) - {
+    "is", "to", "from", "has", "do", "does", "contain", "contains"
+}
 _NEG_PREDICATE_RE = re.compile(
     r"\b(?:which|whichever|the|a|an)\b[^.?!;]{0,60}?\b(?:response|responses|answer|answers|one|assistant)\b"
-    r"(?:\s+(?:that|which|who))?\s+(?:" + "|".join(re.escape(p) for p in sorted(NEGATIVE_PREDICATES, key=len, reverse=True)) + r")\b"
+    r"(?:\s+(?:that|which|who))?\s+(?:"
+    + "|".join(re.escape(p) for p in sorted(NEGATIVE_PREDICATES, key=len, reverse=True))
+    + r")\b"
 )
 
 
@@ -305,8 +311,12 @@ def _opens_join(tokens: tuple[str, ...], i: int) -> int:
     return 0
 
 
-def _clause_facts(clause: tuple[str, ...]) -> tuple[int, int, bool, bool, bool]:
-    """(imperative demands, joined demands, negated, positive, negated in a compare) of one clause."""
+def _clause_facts(clause: tuple[str, ...], contrast: bool) -> tuple[int, int, bool, bool, bool]:
+    """(imperative demands, joined demands, negated, positive, negated in a compare) of one clause.
+
+    A ``contrast`` clause follows "but" or "instead" ("does not lecture but offers an
+    alternative"): unless negated itself, it names what to do and counts as positive.
+    """
     clause = _strip_fillers(clause)
     if not clause:
         return 0, 0, False, False, False
@@ -319,7 +329,9 @@ def _clause_facts(clause: tuple[str, ...]) -> tuple[int, int, bool, bool, bool]:
                 joins += 1
     negated = _NEG_OPENERS.opens(clause) > 0
     text = " ".join(clause)
-    positive = not negated and (imperative or clause[0] in QUESTION_OPENERS or _CHOICE_REF.any(clause, f" {text} "))
+    positive = not negated and (
+        contrast or imperative or clause[0] in QUESTION_OPENERS or _CHOICE_REF.any(clause, f" {text} ")
+    )
     negated_cmp = negated or (
         (not _NEG_WORDS.isdisjoint(clause) or "n't" in text) and _NEG_PREDICATE_RE.search(text) is not None
     )
@@ -331,20 +343,22 @@ def _analyze(text: str) -> _Text:
     # one pass: words, and clause breaks at sentence punctuation, `;`, `:`, newlines,
     # and the words "but" and "instead"
     tokens: list[str] = []
-    clauses: list[tuple[str, ...]] = []
+    clauses: list[tuple[tuple[str, ...], bool]] = []
     current: list[str] = []
+    contrast = False
     for word, brk in _LEX_RE.findall(text.lower().replace("\u2019", "'")):
         if brk or word in _CLAUSE_BREAK_WORDS:
             if current:
-                clauses.append(tuple(current))
+                clauses.append((tuple(current), contrast))
                 current = []
+            contrast = bool(word)
             if word:
                 tokens.append(word)
             continue
         tokens.append(word)
         current.append(word)
     if current:
-        clauses.append(tuple(current))
+        clauses.append((tuple(current), contrast))
     expanded = set(tokens)
     for t in tokens:
         if "-" in t:
@@ -352,8 +366,8 @@ def _analyze(text: str) -> _Text:
     words = tuple(tokens)
     joined = " " + " ".join(words) + " "
     demands = joins = neg = pos = neg_cmp = pos_cmp = 0
-    for clause in clauses:
-        d, j, negated, positive, negated_cmp = _clause_facts(clause)
+    for clause, after_contrast in clauses:
+        d, j, negated, positive, negated_cmp = _clause_facts(clause, after_contrast)
         demands += d
         joins += j
         neg += negated
@@ -495,7 +509,9 @@ class _Context:
     def __init__(self, constitution: Constitution):
         self.constitution = constitution
         # a behavior is mentioned by name, with or without underscores ("partial answer")
-        self.behavior_phrases = tuple(sorted({" " + " ".join(_tokenize(name.replace("_", " "))) + " " for name in constitution.behaviors}))
+        self.behavior_phrases = tuple(
+            sorted({" " + " ".join(_tokenize(name.replace("_", " "))) + " " for name in constitution.behaviors})
+        )
         # union-find of behaviors over exclusive sets: one cluster per connected set
         self._parent: dict[str, str] = {}
         for ex in constitution.exclusives:
@@ -527,15 +543,23 @@ class _Context:
         return behavior
 
     def is_harm_minimizing(self, p: ast.Principle) -> bool:
+        """Tagged as safety, id ``harm...``, requires a refusal, or forbids something.
+
+        Forbidding a refusal (``forbid refuse``) is the opposite of minimizing harm, and
+        a principle tagged only as helpfulness is not counted for what it forbids
+        (``forbid lecture`` in a helpfulness principle guards against over-refusal).
+        """
         tags = {t.lower() for t in p.tag_names}
-        return bool(
-            p.effect_behaviors("forbid")
-            or set(p.effect_behaviors("require")) & self.refusal_behaviors
-            or tags & HARM_TAGS
-            or p.id.name.lower().startswith("harm")
-        )
+        if tags & HARM_TAGS or p.id.name.lower().startswith("harm"):
+            return True
+        if set(p.effect_behaviors("require")) & self.refusal_behaviors:
+            return True
+        if tags & HELP_TAGS:
+            return False
+        return any(b not in self.refusal_behaviors for b in p.effect_behaviors("forbid"))
 
     def is_counterweight(self, p: ast.Principle, harm_minimizing: bool) -> bool:
+        """Tagged as helpfulness; or, not minimizing harm, asks for a way of helping."""
         tags = {t.lower() for t in p.tag_names}
         if tags & HELP_TAGS:
             return True
@@ -693,7 +717,8 @@ def _unpaired(p: ast.Principle, where: dict) -> list[Diagnostic]:
                 p.critique.span,
                 help=(
                     "a critique/revision round needs both: the critique finds the problem and the revise "
-                    "request fixes it; add a `revise` that asks to rewrite the response to remove what the critique finds"
+                    "request fixes it; add a `revise` that asks to rewrite the response to remove what the "
+                    "critique finds"
                 ),
                 principles=[p.id.name],
                 **where,
@@ -788,7 +813,9 @@ def _over_refusal(constitution: Constitution, deployment: ResolvedDeployment, ct
             counter.append(p)
     if not harm:
         return []
-    weights: list[tuple[str, Projection]] = []
+    # a principle tagged both safety and helpfulness ("most helpful, honest and harmless")
+    # is its own counterweight; a harm principle is a counterweight only by its tag
+    weights: list[Projection] = []
     seen_proj: set[tuple] = set()
     for p in counter:
         proj = _meet(base, _project(p.when, facets))
@@ -798,13 +825,13 @@ def _over_refusal(constitution: Constitution, deployment: ResolvedDeployment, ct
         if key in seen_proj:
             continue
         seen_proj.add(key)
-        weights.append((p.id.name, proj))
+        weights.append(proj)
     out = []
     for p in harm:
         proj = _meet(base, _project(p.when, facets))
         if proj is None:
             continue  # never active: CAI205's business
-        if any(pid != p.id.name and _meet(proj, wproj) is not None for pid, wproj in weights):
+        if any(_meet(proj, wproj) is not None for wproj in weights):
             continue
         out.append(
             rules.OVER_REFUSAL_RISK(
@@ -882,7 +909,8 @@ def lint_constitution(constitution: Constitution, deployments: Iterable[str] | N
         with _gc_paused():
             found = _lint_principles(constitution, deployment)
         for d in found:
-            key = (d.code, d.message, d.span) if d.code != rules.OVER_REFUSAL_RISK.code else (d.code, d.deployment, d.span)
+            per_deployment = d.code == rules.OVER_REFUSAL_RISK.code
+            key = (d.code, d.deployment, d.span) if per_deployment else (d.code, d.message, d.span)
             if key in seen:
                 continue
             seen.add(key)

@@ -174,18 +174,24 @@ class _Handler(BaseHTTPRequestHandler):
         if key and self.headers.get("Authorization", "") != f"Bearer {key}":
             raise _RequestError(401, "invalid or missing API key", kind="authentication_error")
 
-    def _read_json(self) -> dict[str, Any]:
+    def _read_body(self) -> bytes | _RequestError:
+        """Read the whole request body up front, so that error replies leave the connection reusable."""
         length_header = self.headers.get("Content-Length")
         if length_header is None:
-            raise _RequestError(411, "a Content-Length header is required")
+            self.close_connection = True
+            return _RequestError(411, "a Content-Length header is required")
         try:
             length = int(length_header)
         except ValueError:
-            raise _RequestError(400, "invalid Content-Length header") from None
+            self.close_connection = True
+            return _RequestError(400, "invalid Content-Length header")
         if length < 0 or length > MAX_BODY_BYTES:
             self.close_connection = True
-            raise _RequestError(413, f"request body larger than {MAX_BODY_BYTES} bytes")
-        raw = self.rfile.read(length)
+            return _RequestError(413, f"request body larger than {MAX_BODY_BYTES} bytes")
+        return self.rfile.read(length)
+
+    @staticmethod
+    def _parse_json(raw: bytes) -> dict[str, Any]:
         try:
             data = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as exc:
@@ -219,16 +225,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802 - http.server naming
         path = self.path.split("?", 1)[0].rstrip("/")
-        if path in ("/v1/chat/completions", "/chat/completions"):
-            self._dispatch(lambda: self._chat(self._read_json()))
+        raw = self._read_body()
+        if isinstance(raw, _RequestError):
+            self._dispatch(lambda: _raise(raw))
+        elif path in ("/v1/chat/completions", "/chat/completions"):
+            self._dispatch(lambda: self._chat(self._parse_json(raw)))
         elif path in ("/v1/completions", "/completions"):
-            self._dispatch(lambda: self._completions(self._read_json()))
+            self._dispatch(lambda: self._completions(self._parse_json(raw)))
         else:
-            # drain the body so the connection stays usable
-            try:
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            except (ValueError, OSError):
-                self.close_connection = True
             self._dispatch(lambda: _raise(_RequestError(404, f"unknown endpoint POST {path}")))
 
     # -- endpoints -----------------------------------------------------------------------------------------

@@ -699,3 +699,51 @@ def test_shipped_constitutions_compile(path):
     assert progs, [d.message for d in diags if d.is_error]
     for program in progs.values():
         assert program.verify_hash()
+
+
+# ------------------------------------------------------------------ the command line
+
+
+def _cli(*args: str):
+    from typer.testing import CliRunner
+
+    from cai_dsl.cli import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+def test_cli_compile_all_writes_one_file_per_deployment(tmp_path, fixture_path, constitution):
+    out = tmp_path / "out"
+    result = _cli("compile", str(fixture_path), "--all", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    assert sorted(os.listdir(out)) == ["base.json", "child.json", "medical.json", "strict.json"]
+    for name in ("base", "medical"):
+        expected = compile_program(constitution, name, "smollm2-cpu", check=False).to_json()
+        assert (out / f"{name}.json").read_text(encoding="utf-8") == expected
+    # running again replaces the files atomically and leaves no temporary files behind
+    assert _cli("compile", str(fixture_path), "--all", "-o", str(out)).exit_code == 0
+    assert not [f for f in os.listdir(out) if f.startswith(".")]
+
+
+def test_cli_compile_one_deployment(tmp_path, fixture_path, programs):
+    result = _cli("compile", str(fixture_path), "--deployment", "medical", "--target", "smollm2-cpu")
+    assert result.exit_code == 0
+    assert result.stdout == programs["medical"].to_json()
+    target_file = REPO / "targets" / "llama-7b-gpu.toml"
+    out = tmp_path / "m.json"
+    result = _cli("compile", str(fixture_path), "-d", "medical", "--target", str(target_file), "--seed", "3", "-o", str(out))
+    assert result.exit_code == 0
+    program = Program.from_json(out.read_text(encoding="utf-8"))
+    assert program.run.target == "llama-7b-gpu" and program.provenance.seed == 3 and program.verify_hash()
+
+
+def test_cli_compile_failures(tmp_path, fixture_path):
+    assert _cli("compile", str(fixture_path), "-d", "nope").exit_code == 2
+    assert _cli("compile", str(fixture_path), "-d", "base", "--target", "nope").exit_code == 2
+    assert _cli("compile", str(tmp_path / "missing.const"), "-d", "base").exit_code == 2
+    assert _cli("compile", str(fixture_path), "--all").exit_code == 2  # needs -o
+    assert _cli("compile", str(fixture_path)).exit_code == 2  # needs --deployment or --all
+    bad = write_fixture(tmp_path / "bad", fixture_text().replace("require caveat", "require nonexistent_behavior"))
+    result = _cli("compile", str(bad), "-d", "base")
+    assert result.exit_code == 1
+    assert "CAI106" in result.output and "Traceback" not in result.output

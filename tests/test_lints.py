@@ -289,6 +289,11 @@ def test_negative_with_positive_alternative_passes(tmp_path):
         '  compare "Which response offers a safer alternative instead of dangerous instructions?"\n'
         "  forbid detailed_instructions\n  prefer partial_answer\n",
     )
+    body += principle(
+        "tone.alternative",
+        '  compare "Which response does not lecture the user but offers a safer alternative to the request?"\n'
+        "  prefer partial_answer\n",
+    )
     _, found = lint_source(tmp_path, GOOD + body)
     assert only(found, "CAI304") == []
 
@@ -388,6 +393,31 @@ def test_over_refusal_counterweight_must_overlap(tmp_path):
     assert only(found, "CAI307") == []
     text, found = lint_source(tmp_path, HARM + help2, deployment="risky", tail=tail)
     assert [(where(d), d.deployment) for d in only(found, "CAI307")] == [(position(text, "harm.weapons"), "risky")]
+
+
+def test_over_refusal_forbidding_refusal_is_help_not_harm(tmp_path):
+    # a helpfulness principle that forbids refusing (or lecturing) guards against
+    # over-refusal: it is a counterweight, not a harm-minimizing principle
+    anti_refusal = principle(
+        "help.no_refusal",
+        '  compare "Which response answers the benign request instead of refusing it?"\n'
+        "  when intent == benign\n  forbid refuse\n  prefer partial_answer\n  tags helpfulness\n",
+    )
+    _, found = lint_source(tmp_path, anti_refusal)
+    assert only(found, "CAI307") == []
+
+
+def test_over_refusal_principle_tagged_both_balances_itself(tmp_path):
+    hhh = principle(
+        "hhh.compare",
+        '  compare "Which of these responses is the most helpful, honest and harmless?"\n'
+        "  prefer partial_answer\n  tags harmlessness, helpfulness\n",
+    )
+    _, found = lint_source(tmp_path, hhh + HARM)
+    assert only(found, "CAI307") == []
+    # ... but a harm principle that merely prefers a partial answer is not its own counterweight
+    text, found = lint_source(tmp_path, HARM)
+    assert [d.principles for d in only(found, "CAI307")] == [("harm.weapons",)]
 
 
 def test_over_refusal_excluded_counterweight(tmp_path):
@@ -604,3 +634,23 @@ FRONT_END_CODES = [
 def test_front_end_pages_examples_are_accurate(tmp_path, code):
     """Parser/resolver pages: the example gives the code, the fixed snippet does not."""
     _check_snippets(tmp_path, code, lambda constitution: {d.code for d in constitution.diagnostics})
+
+
+SEMANTIC_CODES = ["CAI201", "CAI202", "CAI203", "CAI204", "CAI205", "CAI206", "CAI207", "CAI208"]
+TEST_CODES = ["CAI401", "CAI402", "CAI403"]
+
+
+@pytest.mark.parametrize("code", SEMANTIC_CODES + TEST_CODES)
+def test_checker_pages_examples_are_accurate(tmp_path, code):
+    """Checker and test-runner pages: the example gives the code, the fixed snippet does not."""
+    checker = pytest.importorskip("cai_dsl.checker")
+
+    def findings(constitution):
+        assert not constitution.has_errors, [d.message for d in constitution.diagnostics]
+        found = {d.code for d in checker.check(constitution, operational=False)}
+        if code in TEST_CODES:
+            runner = pytest.importorskip("cai_dsl.testing.runner")
+            found |= {d.code for d in runner.failures_as_diagnostics(runner.run_tests(constitution))}
+        return found
+
+    _check_snippets(tmp_path, code, findings)

@@ -2,7 +2,7 @@
 
 * ``generate`` posts to ``/v1/chat/completions``.  A prompt with an ``assistant_prefix`` needs the model to
   continue a started answer, which the chat API cannot express portably: with a local ``tokenizer`` the
-  prompt is rendered here and sent raw to ``/v1/completions`` (exact); without one, it is sent as a final
+  prompt is rendered here and sent as token ids to ``/v1/completions`` (exact); without one, it is sent as a final
   assistant message with ``continue_final_message`` / ``add_generation_prompt=false`` (vLLM's and
   ``cai serve``'s extension).
 * ``score`` posts the token ids of prompt + continuation to ``/v1/completions`` with ``echo=true``,
@@ -197,7 +197,8 @@ class OpenAIBackend:
     def _generate_one(self, model: str, prompt: Prompt, params: GenerationParams) -> Generation:
         if prompt.assistant_prefix and (self._tokenizer is not None or self._tokenizer_source is not None):
             text = self.render(prompt)
-            payload = {"model": model, "prompt": text, **self._sampling(params)}
+            # token ids, not text: the server must not add a second BOS or re-split the prefix boundary
+            payload = {"model": model, "prompt": prompt_ids(self.tokenizer, text), **self._sampling(params)}
             data = self._request("POST", "/completions", payload)
             choice = _first_choice(data, "/completions")
             content = choice.get("text")

@@ -105,6 +105,18 @@ def test_malformed_json_is_a_400(server):
     assert status == 400 and body["error"]["param"] == "n"
     status, body = _post(server.url + "/nope", b"{}")
     assert status == 404
+    # error replies keep a keep-alive connection usable
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=30)
+    conn.request("POST", "/v1/chat/completions", body=b"{oops", headers={"Content-Type": "application/json"})
+    first = conn.getresponse()
+    assert first.status == 400
+    first.read()
+    conn.request("GET", "/v1/models")
+    second = conn.getresponse()
+    assert second.status == 200 and json.loads(second.read())["object"] == "list"
+    conn.close()
     # the server is still alive
     with urllib.request.urlopen(server.url.replace("/v1", "/health"), timeout=10) as resp:
         assert json.loads(resp.read()) == {"status": "ok"}
