@@ -368,7 +368,8 @@ def check_deployment(space: ScenarioSpace, deployment: ResolvedDeployment) -> li
                         help=f"add `priority {a} > {b}` (or the reverse), or a `conflict {a} vs {b} {{ ... }}` rule",
                     )
                 )
-        if rule is not None:
+        if rule is not None and rule.span.file == constitution.root:
+            # an imported rule's branches may be unreachable under this file's assumptions: not a finding
             out.extend(_unreachable_branches(model, rule, region, name))
 
     for pid in sorted(took_part - won_somewhere, key=list(model.principles).index):
@@ -386,7 +387,7 @@ def check_deployment(space: ScenarioSpace, deployment: ResolvedDeployment) -> li
     # conflict rules whose pair never clashes in this deployment
     for pair, rule in model.rules.items():
         a, b = sorted(pair, key=list(model.principles).index)
-        if (a, b) not in model.pairs:
+        if (a, b) not in model.pairs and rule.span.file == constitution.root:
             out.append(
                 rules.UNREACHABLE_BRANCH(
                     f"conflict rule for `{a}` vs `{b}` never decides anything: they share no clashing behavior",
@@ -610,23 +611,15 @@ def check(
         space = ScenarioSpace(constitution)
         for name in names:
             deployment = constitution.deployments.get(name)
-            if deployment is None:
-                continue
-            if semantic:
+            if deployment is not None and semantic:
                 diagnostics.extend(check_deployment(space, deployment))
-            if operational:
-                diagnostics.extend(_operational(constitution, deployment))
+        if operational:
+            from cai_dsl.lints import lint_constitution
+
+            diagnostics.extend(lint_constitution(constitution, deployments))
     regions = _suppressions(constitution)
     diagnostics = [d for d in diagnostics if not _suppressed(d, regions, constitution)]
     return sorted(_dedupe_across_deployments(diagnostics), key=Diagnostic.sort_key)
-
-
-def _operational(constitution: Constitution, deployment: ResolvedDeployment) -> list[Diagnostic]:
-    try:
-        from cai_dsl.lints import lint_principles
-    except ImportError:  # pragma: no cover - lints module ships with the package
-        return []
-    return lint_principles(constitution, deployment)
 
 
 def _dedupe_across_deployments(diagnostics: list[Diagnostic]) -> list[Diagnostic]:

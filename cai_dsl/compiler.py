@@ -18,6 +18,7 @@ or set iteration order; the canonical JSON is byte-identical across runs and che
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 from typing import Any, Iterable, Mapping
@@ -26,31 +27,20 @@ from cai_dsl import __version__, ast, rules
 from cai_dsl.diagnostics import Diagnostic, DiagnosticError, Related
 from cai_dsl.ir import (
     ChainOfThought,
-    ClassifierQuestion,
-    CompareExampleIR,
     ComparisonProgram,
     Cond,
-    ConditionIR,
-    ConflictBranchIR,
-    ConflictIR,
-    CritiqueExampleIR,
     CritiqueRevisionProgram,
     FacetIR,
-    FewShotRef,
-    Message,
-    PriorityIR,
-    PrincipleIR,
     Program,
-    Provenance,
     RunParams,
     ScenarioClassifier,
     StopRule,
-    neutralize,
-    sha256_text,
-    template,
     canonical_json,
     eval_cond,
     gc_paused,
+    neutralize,
+    sha256_text,
+    template,
 )
 from cai_dsl.resolver import Constitution, ResolvedDeployment, resolve
 from cai_dsl.targets import Target, load_target
@@ -298,6 +288,10 @@ def _compiler_checks(deployment: ResolvedDeployment, edges: list[tuple[str, str]
 
 
 # ---------------------------------------------------------------- compiling
+
+
+def _normal(model, data: dict) -> dict:
+    return json.loads(model.model_validate(data).model_dump_json())
 
 
 def _text(t: ast.Text | None) -> str | None:
@@ -549,10 +543,12 @@ class _Builder:
             "principles": out_principles,
             "priority": {"order": order, "edges": [list(e) for e in edges]},
             "conflicts": conflicts,
-            "critique_revision": critique_revision,
-            "comparison": comparison,
-            "scenario_classifier": classifier,
-            "run": run,
+            # the small sections go through their models, so that defaults are filled in exactly
+            # as the validated program will dump them (the program hash is taken over this data)
+            "critique_revision": _normal(CritiqueRevisionProgram, critique_revision),
+            "comparison": _normal(ComparisonProgram, comparison),
+            "scenario_classifier": _normal(ScenarioClassifier, classifier),
+            "run": _normal(RunParams, run),
             "source_map": self.smap,
         }
         return program, problems

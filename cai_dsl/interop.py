@@ -32,7 +32,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from cai_dsl import ast
 from cai_dsl.ir import Program

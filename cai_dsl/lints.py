@@ -875,11 +875,10 @@ def _gc_paused() -> Iterator[None]:
 def lint_principles(constitution: Constitution, deployment: ResolvedDeployment) -> list[Diagnostic]:
     """CAI301-CAI308 over ``deployment``'s principles (after overrides), in principle order."""
     with _gc_paused():
-        return _lint_principles(constitution, deployment)
+        return _lint_principles(constitution, deployment, _Context(constitution))
 
 
-def _lint_principles(constitution: Constitution, deployment: ResolvedDeployment) -> list[Diagnostic]:
-    ctx = _context(constitution)
+def _lint_principles(constitution: Constitution, deployment: ResolvedDeployment, ctx: "_Context") -> list[Diagnostic]:
     where = {"deployment": deployment.name}
     out: list[Diagnostic] = []
     for p in deployment.principles:
@@ -901,13 +900,14 @@ def lint_constitution(constitution: Constitution, deployments: Iterable[str] | N
     out: list[Diagnostic] = []
     seen: set[tuple] = set()
     covered: set[str] = set()
+    ctx = _Context(constitution)
     for name in names:
         deployment = constitution.deployments.get(name)
         if deployment is None:
             continue
         covered.update(deployment.principle_ids)
         with _gc_paused():
-            found = _lint_principles(constitution, deployment)
+            found = _lint_principles(constitution, deployment, ctx)
         for d in found:
             per_deployment = d.code == rules.OVER_REFUSAL_RISK.code
             key = (d.code, d.deployment, d.span) if per_deployment else (d.code, d.message, d.span)
@@ -916,7 +916,6 @@ def lint_constitution(constitution: Constitution, deployments: Iterable[str] | N
             seen.add(key)
             out.append(d)
     if deployments is None:
-        ctx = _context(constitution)
         with _gc_paused():
             for pid, p in constitution.principles.items():
                 if pid not in covered and p.span.file == constitution.root:
@@ -924,16 +923,3 @@ def lint_constitution(constitution: Constitution, deployments: Iterable[str] | N
     return out
 
 
-_CONTEXTS: dict[int, tuple[Constitution, _Context]] = {}
-
-
-def _context(constitution: Constitution) -> _Context:
-    # cache one context per constitution object (held strongly, so the id stays valid)
-    hit = _CONTEXTS.get(id(constitution))
-    if hit is not None and hit[0] is constitution:
-        return hit[1]
-    ctx = _Context(constitution)
-    if len(_CONTEXTS) > 8:
-        _CONTEXTS.clear()
-    _CONTEXTS[id(constitution)] = (constitution, ctx)
-    return ctx

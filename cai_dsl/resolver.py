@@ -249,7 +249,7 @@ class _NameChecker:
                             rules.ORDERED_COMPARISON_ON_UNORDERED(
                                 f"`{node.op}` needs an ordered facet, but `{facet.name.name}` is unordered",
                                 node.span,
-                                help=f"use `==`, `!=` or `in {{...}}`, or declare the facet with `<` between values",
+                                help="use `==`, `!=` or `in {{...}}`, or declare the facet with `<` between values",
                                 related=[Related(span=facet.span, message="facet declared here")],
                             )
                         )
@@ -544,7 +544,7 @@ def resolve(path: str | Path, text: str | None = None) -> Constitution:
         rule_pairs.setdefault(pair, conflict)
         if len(pair) == 1:
             diagnostics.append(
-                rules.INVALID_CONFLICT_WINNER(f"a conflict rule needs two different principles", conflict.span)
+                rules.INVALID_CONFLICT_WINNER("a conflict rule needs two different principles", conflict.span)
             )
         ok = checker.principle_ref(conflict.left) & checker.principle_ref(conflict.right)
         for branch in conflict.branches:
@@ -607,7 +607,13 @@ def resolve(path: str | Path, text: str | None = None) -> Constitution:
 
 
 def _unused(scope: _Scope, checker: _NameChecker, root: str) -> None:
-    """Warn about facets and behaviors declared in the root file that nothing uses."""
+    """Warn about facets and behaviors declared in the root file that nothing uses.
+
+    A vocabulary file (no principles of its own) exists to be imported: its
+    declarations are used by the files that import it, so it gets no warnings.
+    """
+    if not any(p.span.file == root for p in scope.principles.values()):
+        return
     for name, facet in scope.facets.items():
         if facet.span.file == root and name not in checker.used_facets:
             checker.diagnostics.append(

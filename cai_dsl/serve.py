@@ -108,7 +108,9 @@ def make_server(
     ``Authorization: Bearer <api_key>``.  Start it with ``serve_forever(server)`` or ``server.serve_forever()``
     in a thread; its URL is ``server.url``.
     """
-    return CAIServer((host, port), backend, transform=transform, model_name=model_name, api_key=api_key, verbose=verbose)
+    return CAIServer(
+        (host, port), backend, transform=transform, model_name=model_name, api_key=api_key, verbose=verbose
+    )
 
 
 def serve_forever(server: CAIServer) -> None:
@@ -328,14 +330,14 @@ class _Handler(BaseHTTPRequestHandler):
                     lp_starts.append(min(start, len(ids) + len(cids)))
             entries_all = token_logprobs(lp_seqs, lp_starts, top_k=n_logprobs or 0) if n_logprobs is not None else None
         total_prompt = total_completion = 0
-        for i, ((ids, text), gen) in enumerate(zip(prompts, gens, strict=True)):
+        for i, ((_, text), gen) in enumerate(zip(prompts, gens, strict=True)):
             total_prompt += gen.prompt_tokens
             total_completion += gen.completion_tokens
             logprobs = None
             if entries_all is not None:
-                ids_, cids = splits[i]
+                prompt_part, cids = splits[i]
                 entries = entries_all[i]
-                shown = ids_ + cids if echo else cids
+                shown = prompt_part + cids if echo else cids
                 base_offset = 0 if echo else len(text)
                 logprobs = _completion_logprobs(tok, shown, entries, echo, n_logprobs or 0, base_offset)
             choices.append(
@@ -472,7 +474,9 @@ def _parse_completion_prompts(value: Any, tok: Any) -> list[tuple[list[int], str
     elif isinstance(value, list) and value and all(isinstance(x, str) or is_ids(x) for x in value):
         items = value
     else:
-        raise _RequestError(400, "prompt must be a string, a list of token ids, or a non-empty list of either", "prompt")
+        raise _RequestError(
+            400, "prompt must be a string, a list of token ids, or a non-empty list of either", "prompt"
+        )
     vocab = len(tok)
     out = []
     for item in items:
@@ -525,4 +529,3 @@ def _completion_logprobs(
             token_logprobs.append(entry.logprob)
             top_logprobs.append({_token_str(tok, i): lp for i, lp in entry.top[:top]} if top else {})
     return {"tokens": tokens, "token_logprobs": token_logprobs, "top_logprobs": top_logprobs, "text_offset": offsets}
-

@@ -3,7 +3,6 @@ cross-checked against the plain enumerating evaluator on random constitutions.""
 
 from pathlib import Path
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 
 from cai_dsl.checker import DeploymentModel, ScenarioSpace, check

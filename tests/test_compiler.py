@@ -6,7 +6,6 @@ import json
 import os
 import random
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ from cai_dsl.ir import (
     CONTROL_TOKEN_PATTERNS,
     IR_VERSION,
     Program,
+    SourceLoc,
     StopRule,
     contains_control_token,
     first_sentence,
@@ -229,7 +229,7 @@ def canonical(program: Program, *, drop_deployment: bool = False) -> dict:
         m = re.match(r"^/principles/(\d+)(/.*)?$", pointer)
         if m:
             pointer = f"/principles/{ids[int(m.group(1))]}{m.group(2) or ''}"
-        smap[pointer] = sorted(loc["file"] for loc in locs)
+        smap[pointer] = sorted(loc.rsplit(":", 3)[0] for loc in locs)
     data["source_map"] = smap
     return data
 
@@ -247,7 +247,7 @@ def test_compile_twice_is_byte_identical(fixture_path):
 def test_program_hash_and_json_round_trip(programs):
     for program in programs.values():
         assert re.fullmatch(r"[0-9a-f]{64}", program.provenance.program_hash)
-        assert program.verify_hash()
+        assert program.verify_hash()  # the hash the compiler took equals the hash of the model's dump
         again = Program.from_json(program.to_json())
         assert again == program
         assert again.to_json() == program.to_json()
@@ -270,7 +270,7 @@ def test_independent_of_checkout_path(tmp_path):
         os.chdir(cwd)
     assert pc.to_json() == pa.to_json()
     assert [f for f, _ in pa.provenance.files] == ["main.const", "vocab.const"]
-    assert all(loc.file in ("main.const", "vocab.const") for locs in pa.source_map.values() for loc in locs)
+    assert all(loc.file in ("main.const", "vocab.const") for ptr in pa.source_map for loc in pa.source_locations(ptr))
 
 
 def test_source_hash_depends_on_every_file(tmp_path, constitution):
@@ -329,8 +329,8 @@ def test_exclusion_removes_the_principle_everywhere(tmp_path, programs, constitu
     for snippet in ("states its uncertainty", "Will it rain tomorrow?", "Yes, definitely."):
         assert snippet not in text
     decl = constitution.principles[gone].span
-    for locs in strict.source_map.values():
-        for loc in locs:
+    for pointer in strict.source_map:
+        for loc in strict.source_locations(pointer):
             assert not (loc.file == "main.const" and decl.line <= loc.line <= decl.end_line)
     assert "honest.uncertainty" in programs["base"].to_json()
     # and it equals compiling the file with the principle deleted (up to line numbers)
@@ -395,7 +395,7 @@ def test_settings_and_target_reach_the_program(programs):
     assert med.fixed_facets() == {"topic": "medical"}
     assert med.assumptions[0].when == "topic == medical"
     # source map: settings point at their `set` lines
-    loc = med.source_map["/critique_revision/rounds"][0]
+    loc = med.source_locations("/critique_revision/rounds")[0]
     line = fixture_text().splitlines()[loc.line - 1]
     assert "set revisions = 3" in line
 
@@ -412,12 +412,12 @@ def test_source_map_points_at_the_text(programs, constitution, fixture_path):
     lines = fixture_path.read_text(encoding="utf-8").splitlines()
     for i, p in enumerate(base.principles):
         if p.critique is not None:
-            (loc,) = base.source_map[f"/principles/{i}/critique"]
+            (loc,) = base.source_locations(f"/principles/{i}/critique")
             assert loc.file == "main.const"
             assert p.critique in lines[loc.line - 1]
-        assert base.source_map[f"/principles/{i}/id"][0].line == p.span.line
+        assert base.source_locations(f"/principles/{i}/id")[0].line == SourceLoc.parse(p.span).line
     # few-shot messages map to the example fields and the principle's critique/revise
-    (loc,) = base.source_map["/critique_revision/preamble/2/content"]
+    (loc,) = base.source_locations("/critique_revision/preamble/2/content")
     assert "Identify specific ways" in lines[loc.line - 1]
     # built-in templates map to no source
     assert base.source_map["/comparison/template"] == ()
@@ -428,7 +428,8 @@ def test_source_map_points_at_the_text(programs, constitution, fixture_path):
         for part in pointer.strip("/").split("/"):
             node = node[int(part)] if isinstance(node, list) else node[part]
     # the classifier's questions map to the facet declarations in the imported file
-    assert base.source_map["/scenario_classifier/questions/0/question"][0].file == "vocab.const"
+    assert base.source_locations("/scenario_classifier/questions/0/question")[0].file == "vocab.const"
+    assert re.fullmatch(r"main\.const:\d+:\d+-\d+:\d+", base.principles[0].span)
 
 
 def test_expr_text_round_trips(constitution):

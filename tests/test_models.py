@@ -156,7 +156,7 @@ def test_second_loader_waits_on_the_lock(tmp_path, cache_env):
 
 
 def test_source_fingerprint_change_gives_new_cache_dir(tmp_path, cache_env):
-    src, info, final = _fake_source(tmp_path)
+    src, _, final = _fake_source(tmp_path)
     src.write_bytes(b"GGUF" + b"\x01" * 64)
     info2 = models._source_info(src)
     assert models._cache_dir_for(src, info2) != final

@@ -62,9 +62,7 @@ class Prompt:
     assistant_prefix: str = ""
 
     def __post_init__(self) -> None:
-        msgs = tuple(
-            m if isinstance(m, ChatMessage) else ChatMessage(m["role"], m["content"]) for m in self.messages
-        )
+        msgs = tuple(m if isinstance(m, ChatMessage) else ChatMessage(m["role"], m["content"]) for m in self.messages)
         if not msgs:
             raise ValueError("a prompt needs at least one message")
         object.__setattr__(self, "messages", msgs)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import socket
 import time
 import urllib.error
 import urllib.parse
@@ -154,7 +153,7 @@ class OpenAIBackend:
                     raise BackendError(f"{method} {url} failed with HTTP {exc.code}: {detail}{hint}") from exc
                 last_error = f"HTTP {exc.code}: {detail}"
                 retry_after = _retry_after(exc.headers.get("Retry-After") if exc.headers else None)
-            except (urllib.error.URLError, http.client.HTTPException, ConnectionError, socket.timeout, TimeoutError) as exc:
+            except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError) as exc:
                 reason = getattr(exc, "reason", exc)
                 last_error = f"{type(exc).__name__}: {reason}"
             if attempt < self.max_retries:
@@ -206,7 +205,7 @@ class OpenAIBackend:
             messages = prompt.message_dicts()
             payload = {"model": model, "messages": messages, **self._sampling(params)}
             if prompt.assistant_prefix:
-                payload["messages"] = messages + [{"role": "assistant", "content": prompt.assistant_prefix}]
+                payload["messages"] = [*messages, {"role": "assistant", "content": prompt.assistant_prefix}]
                 payload["continue_final_message"] = True
                 payload["add_generation_prompt"] = False
             data = self._request("POST", "/chat/completions", payload)

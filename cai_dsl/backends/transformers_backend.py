@@ -99,7 +99,10 @@ class TransformersBackend:
         # transformers >= 5.24 renamed `past_key_values` to `cache`
         self._cache_kwarg = "cache" if "cache" in forward_params else "past_key_values"
         self._has_logits_to_keep = "logits_to_keep" in forward_params
-        cfg = self.model.config.get_text_config() if hasattr(self.model.config, "get_text_config") else self.model.config
+        cfg = (
+            self.model.config.get_text_config() if hasattr(self.model.config, "get_text_config") else self.model.config
+        )
+        self._vocab_size = int(getattr(cfg, "vocab_size", 0) or len(self.tokenizer))
         self.max_context = int(getattr(cfg, "max_position_embeddings", 0) or 0) or None
 
     # -- identity ------------------------------------------------------------------------------------------
@@ -156,7 +159,7 @@ class TransformersBackend:
             return [Generation("", len(ids), 0, "length") for ids in token_lists]
         order = sorted(range(n), key=lambda i: -len(token_lists[i]))
         results: list[Generation | None] = [None] * n
-        with self._rng(params.seed), torch.inference_mode():
+        with self._eval_mode(), self._rng(params.seed), torch.inference_mode():
             for start in range(0, n, self.batch_size):
                 idx = order[start : start + self.batch_size]
                 for i, gen in zip(idx, self._generate_batch([token_lists[i] for i in idx], params), strict=True):
@@ -169,6 +172,18 @@ class TransformersBackend:
                 f"The prompt has {prompt_len} tokens and {max_new_tokens} new tokens were requested, more than "
                 f"the model's context of {self.max_context} tokens. Shorten the prompt or lower max_new_tokens."
             )
+
+    @contextlib.contextmanager
+    def _eval_mode(self) -> Iterator[None]:
+        """Run in eval mode (no dropout) even if a trainer left the shared model in train mode; restore after."""
+        was_training = self.model.training
+        if was_training:
+            self.model.eval()
+        try:
+            yield
+        finally:
+            if was_training:
+                self.model.train()
 
     @contextlib.contextmanager
     def _rng(self, seed: int | None) -> Iterator[None]:
@@ -231,7 +246,9 @@ class TransformersBackend:
             text, hit = truncate_at_stop(text, params.stop)
             if hit:
                 finish = "stop"
-            results.append(Generation(text=text, prompt_tokens=len(row), completion_tokens=len(gen), finish_reason=finish))
+            results.append(
+                Generation(text=text, prompt_tokens=len(row), completion_tokens=len(gen), finish_reason=finish)
+            )
         return results
 
     # -- scoring -------------------------------------------------------------------------------------------
@@ -278,9 +295,11 @@ class TransformersBackend:
         if not todo:
             return results
         use_prefix = self.prefix_cache if prefix_cache is None else prefix_cache
-        prefix_len = self._shared_prefix_len([sequences[i] for i in todo], [starts[i] for i in todo]) if use_prefix else 0
+        prefix_len = (
+            self._shared_prefix_len([sequences[i] for i in todo], [starts[i] for i in todo]) if use_prefix else 0
+        )
         order = sorted(todo, key=lambda i: -len(sequences[i]))
-        with torch.inference_mode():
+        with self._eval_mode(), torch.inference_mode():
             prefix_kv = self._prefix_kv(sequences[todo[0]][:prefix_len]) if prefix_len else None
             if prefix_kv is None:
                 prefix_len = 0
@@ -289,10 +308,11 @@ class TransformersBackend:
                 batch = order[i : i + self.score_batch_size]
                 # keep the logits tensor (rows x kept positions x vocab) within budget
                 keep = max(len(sequences[j]) - starts[j] + 1 for j in batch)
-                vocab = int(self.model.get_output_embeddings().weight.shape[0])
-                rows = max(1, min(len(batch), self.max_logits_elements // max(1, keep * vocab)))
+                rows = max(1, min(len(batch), self.max_logits_elements // max(1, keep * self._vocab_size)))
                 batch = batch[:rows]
-                for j, entry in zip(batch, self._logprob_batch(sequences, starts, batch, prefix_len, prefix_kv, top_k), strict=True):
+                for j, entry in zip(
+                    batch, self._logprob_batch(sequences, starts, batch, prefix_len, prefix_kv, top_k), strict=True
+                ):
                     results[j] = entry
                 i += len(batch)
         return results
@@ -368,7 +388,9 @@ class TransformersBackend:
             if top_k > 0:
                 vals, idx = rows.topk(min(top_k, rows.shape[-1]), dim=-1)
                 tops = [tuple(zip(ix, vs, strict=True)) for ix, vs in zip(idx.tolist(), vals.tolist(), strict=True)]
-            results.append([TokenLogprob(int(t), float(lp), tp) for t, lp, tp in zip(seq[st:], chosen, tops, strict=True)])
+            results.append(
+                [TokenLogprob(int(t), float(lp), tp) for t, lp, tp in zip(seq[st:], chosen, tops, strict=True)]
+            )
         return results
 
 

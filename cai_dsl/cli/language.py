@@ -9,7 +9,6 @@ from typing import List
 import typer
 
 from cai_dsl.cli.common import const_files, fail_missing, print_diagnostics
-from cai_dsl.diagnostics import summarize
 
 
 def register(app: typer.Typer) -> None:

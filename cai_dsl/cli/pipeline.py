@@ -10,7 +10,6 @@ Stages that exist run in order and each prints a one-line summary:
 from __future__ import annotations
 
 import importlib.resources
-import sys
 import time
 from pathlib import Path
 from typing import Optional

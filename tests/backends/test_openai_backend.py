@@ -101,7 +101,9 @@ def test_malformed_json_is_a_400(server):
     assert status == 400
     status, body = _post(server.url + "/chat/completions", json.dumps({"messages": "hi"}).encode())
     assert status == 400 and body["error"]["param"] == "messages"
-    status, body = _post(server.url + "/chat/completions", json.dumps({"messages": [{"role": "user", "content": "x"}], "n": 2}).encode())
+    status, body = _post(
+        server.url + "/chat/completions", json.dumps({"messages": [{"role": "user", "content": "x"}], "n": 2}).encode()
+    )
     assert status == 400 and body["error"]["param"] == "n"
     status, body = _post(server.url + "/nope", b"{}")
     assert status == 404
@@ -185,7 +187,7 @@ def test_transform_hook_and_api_key(tiny_backend, monkeypatch):
 
 
 class _Flaky(BaseHTTPRequestHandler):
-    plan: list[tuple[int, dict]] = []
+    plan: list[tuple[int, dict]]  # set per test by the fixture
     calls = 0
 
     def log_message(self, *args):
@@ -214,7 +216,7 @@ class _Flaky(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def flaky():
-    handler = type("Flaky", (_Flaky,), {"plan": [], "calls": 0})
+    handler: type[_Flaky] = type("Flaky", (_Flaky,), {"plan": [], "calls": 0})
     srv = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = _start(srv)
     yield srv, handler
@@ -238,7 +240,9 @@ def test_gives_up_after_max_retries(flaky):
     srv, handler = flaky
     handler.plan = [(503, {})] * 10
     sleeps: list[float] = []
-    client = OpenAIBackend(f"http://127.0.0.1:{srv.server_port}/v1", model="m", max_retries=2, backoff=0.1, sleep=sleeps.append)
+    client = OpenAIBackend(
+        f"http://127.0.0.1:{srv.server_port}/v1", model="m", max_retries=2, backoff=0.1, sleep=sleeps.append
+    )
     with pytest.raises(BackendError, match=r"after 3 attempts \(HTTP 503: busy"):
         client.generate([Prompt.user("x")])
     assert sleeps == [0.1, 0.2]

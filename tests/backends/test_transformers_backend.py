@@ -131,9 +131,7 @@ def test_score_empty_continuation_is_zero(tiny_backend):
 
 def test_shared_prefix_kv_reuse_matches_no_cache(tiny_backend, monkeypatch):
     preamble = "Here are examples. " + " ".join(f"Q{i}: what is {i}+{i}? A: {2 * i}." for i in range(12))
-    prompts = [
-        Prompt.user(f"{preamble} Now: what is {n}+{n}?", system="You are a calculator.") for n in (3, 5, 8, 13)
-    ]
+    prompts = [Prompt.user(f"{preamble} Now: what is {n}+{n}?", system="You are a calculator.") for n in (3, 5, 8, 13)]
     options = ["A", " B", " 26 is the answer"]
     calls = []
     original = TransformersBackend._prefix_kv
