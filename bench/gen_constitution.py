@@ -32,7 +32,7 @@ def generate(n_principles: int, *, seed: int = 0, clash_fraction: float = 0.03, 
             [
                 f"topic == {topic}",
                 f"risk >= {rng.choice(['medium', 'high'])} and topic == {topic}",
-                "intent in {{benign, unclear}} and audience != minor",
+                "intent in {benign, unclear} and audience != minor",
                 f"topic in {{{topic}, general}} or risk == critical",
             ]
         )
