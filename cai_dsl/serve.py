@@ -9,7 +9,8 @@ stop, logprobs, echo; ``max_tokens=0`` with ``echo`` returns only the prompt's l
 Requests are handled on threads but model calls are serialized with a lock (one batch at a time; a
 ``/v1/completions`` request with a list of prompts is batched).  Streaming and ``n > 1`` are not supported.
 The server binds to 127.0.0.1 unless told otherwise.  ``transform(messages, answer) -> answer`` post-processes
-every chat answer (the hook for a constitutional critique/revise loop).
+every chat answer (the hook for a constitutional critique/revise loop); it runs while the model lock is held,
+so it must call the backend directly, never this server over HTTP.
 """
 
 from __future__ import annotations
@@ -231,11 +232,16 @@ class _Handler(BaseHTTPRequestHandler):
         if isinstance(raw, _RequestError):
             self._dispatch(lambda: _raise(raw))
         elif path in ("/v1/chat/completions", "/chat/completions"):
-            self._dispatch(lambda: self._chat(self._parse_json(raw)))
+            self._dispatch(lambda: self._locked(self._chat, self._parse_json(raw)))
         elif path in ("/v1/completions", "/completions"):
-            self._dispatch(lambda: self._completions(self._parse_json(raw)))
+            self._dispatch(lambda: self._locked(self._completions, self._parse_json(raw)))
         else:
             self._dispatch(lambda: _raise(_RequestError(404, f"unknown endpoint POST {path}")))
+
+    def _locked(self, handler: Callable[[dict[str, Any]], Any], req: dict[str, Any]) -> Any:
+        # one request at a time touches the model and its tokenizer (neither is safe to share across threads)
+        with self.server.lock:
+            return handler(req)
 
     # -- endpoints -----------------------------------------------------------------------------------------
 
@@ -262,21 +268,21 @@ class _Handler(BaseHTTPRequestHandler):
         top = _int_field(req, "top_logprobs", 0, 0, MAX_TOP_LOGPROBS)
         if top and not want_logprobs:
             raise _RequestError(400, "top_logprobs requires logprobs=true", "top_logprobs")
-        with self.server.lock:
-            gen = backend.generate([prompt], params)[0]
-            answer = gen.text
-            if self.server.transform is not None:
-                answer = self.server.transform([dict(m) for m in messages], answer)
-                if not isinstance(answer, str):
-                    raise TypeError("the answer transform must return a string")
-            logprobs = None
-            if want_logprobs:
-                tok, token_logprobs = _capabilities(backend, "logprobs")
-                text = backend.render(prompt)
-                pids = prompt_ids(tok, text)
-                cids = continuation_ids(tok, text, pids, answer)
-                entries = token_logprobs([pids + cids], [len(pids)], top_k=top)[0] if cids else []
-                logprobs = {"content": [_chat_logprob(tok, e, top) for e in entries]}
+        if want_logprobs:
+            tok, token_logprobs = _capabilities(backend, "logprobs")
+        gen = backend.generate([prompt], params)[0]
+        answer = gen.text
+        if self.server.transform is not None:
+            answer = self.server.transform([dict(m) for m in messages], answer)
+            if not isinstance(answer, str):
+                raise TypeError("the answer transform must return a string")
+        logprobs = None
+        if want_logprobs:
+            text = backend.render(prompt)
+            pids = prompt_ids(tok, text)
+            cids = continuation_ids(tok, text, pids, answer)
+            entries = token_logprobs([pids + cids], [len(pids)], top_k=top)[0] if cids else []
+            logprobs = {"content": [_chat_logprob(tok, e, top) for e in entries]}
         completion_tokens = gen.completion_tokens
         if answer != gen.text and getattr(backend, "tokenizer", None) is not None:
             completion_tokens = len(encode_text(backend.tokenizer, answer))
@@ -315,20 +321,19 @@ class _Handler(BaseHTTPRequestHandler):
         n_logprobs: int | None = None
         if req.get("logprobs") is not None and req.get("logprobs") is not False:
             n_logprobs = _int_field(req, "logprobs", 0, 0, MAX_TOP_LOGPROBS)
-        with self.server.lock:
-            gens = generate_ids([ids for ids, _ in prompts], params)
-            choices = []
-            lp_seqs: list[list[int]] = []
-            lp_starts: list[int] = []
-            splits: list[tuple[list[int], list[int]]] = []
-            for (ids, text), gen in zip(prompts, gens, strict=True):
-                cids = continuation_ids(tok, text, ids, gen.text)
-                splits.append((ids, cids))
-                if n_logprobs is not None:
-                    start = 1 if echo else len(ids)
-                    lp_seqs.append(ids + cids)
-                    lp_starts.append(min(start, len(ids) + len(cids)))
-            entries_all = token_logprobs(lp_seqs, lp_starts, top_k=n_logprobs or 0) if n_logprobs is not None else None
+        gens = generate_ids([ids for ids, _ in prompts], params)
+        choices = []
+        lp_seqs: list[list[int]] = []
+        lp_starts: list[int] = []
+        splits: list[tuple[list[int], list[int]]] = []
+        for (ids, text), gen in zip(prompts, gens, strict=True):
+            cids = continuation_ids(tok, text, ids, gen.text)
+            splits.append((ids, cids))
+            if n_logprobs is not None:
+                start = 1 if echo else len(ids)
+                lp_seqs.append(ids + cids)
+                lp_starts.append(min(start, len(ids) + len(cids)))
+        entries_all = token_logprobs(lp_seqs, lp_starts, top_k=n_logprobs or 0) if n_logprobs is not None else None
         total_prompt = total_completion = 0
         for i, ((_, text), gen) in enumerate(zip(prompts, gens, strict=True)):
             total_prompt += gen.prompt_tokens

@@ -134,8 +134,12 @@ def test_deployment_cycle_and_group_cycle(tmp_path):
 
 def test_unused_warnings_only_for_root_file(tmp_path):
     write(tmp_path, "v.const", VOCAB)
-    root = write(tmp_path, "m.const", 'import "v.const"\nbehavior z\n')
+    root = write(tmp_path, "m.const", 'import "v.const"\nbehavior z\nprinciple p { require x }\n')
     c = resolve(root)
     assert [(d.code, d.message) for d in c.diagnostics] == [
         ("CAI113", "behavior `z` is never required, forbidden or preferred")
     ]
+
+
+def test_vocabulary_files_get_no_unused_warnings(tmp_path):
+    assert resolve(write(tmp_path, "v.const", VOCAB)).diagnostics == ()

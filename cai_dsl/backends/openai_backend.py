@@ -178,7 +178,9 @@ class OpenAIBackend:
         """One chat completion per prompt (``concurrency`` at a time), returned in input order."""
         params = params or GenerationParams()
         model = self.model
-        return self._map(lambda p: self._generate_one(model, p, params), list(prompts))
+        # payloads are built here, on one thread: fast tokenizers are not safe to share across threads
+        requests = [self._generation_request(model, p, params) for p in prompts]
+        return self._map(lambda r: self._generate_one(*r, params), requests)
 
     def _sampling(self, params: GenerationParams) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -193,23 +195,29 @@ class OpenAIBackend:
             out["stop"] = list(params.stop)
         return out
 
-    def _generate_one(self, model: str, prompt: Prompt, params: GenerationParams) -> Generation:
+    def _generation_request(self, model: str, prompt: Prompt, params: GenerationParams) -> tuple[str, dict[str, Any]]:
         if prompt.assistant_prefix and (self._tokenizer is not None or self._tokenizer_source is not None):
             text = self.render(prompt)
             # token ids, not text: the server must not add a second BOS or re-split the prefix boundary
-            payload = {"model": model, "prompt": prompt_ids(self.tokenizer, text), **self._sampling(params)}
-            data = self._request("POST", "/completions", payload)
-            choice = _first_choice(data, "/completions")
+            return "/completions", {
+                "model": model,
+                "prompt": prompt_ids(self.tokenizer, text),
+                **self._sampling(params),
+            }
+        messages = prompt.message_dicts()
+        payload: dict[str, Any] = {"model": model, "messages": messages, **self._sampling(params)}
+        if prompt.assistant_prefix:
+            payload["messages"] = [*messages, {"role": "assistant", "content": prompt.assistant_prefix}]
+            payload["continue_final_message"] = True
+            payload["add_generation_prompt"] = False
+        return "/chat/completions", payload
+
+    def _generate_one(self, endpoint: str, payload: dict[str, Any], params: GenerationParams) -> Generation:
+        data = self._request("POST", endpoint, payload)
+        choice = _first_choice(data, endpoint)
+        if endpoint == "/completions":
             content = choice.get("text")
         else:
-            messages = prompt.message_dicts()
-            payload = {"model": model, "messages": messages, **self._sampling(params)}
-            if prompt.assistant_prefix:
-                payload["messages"] = [*messages, {"role": "assistant", "content": prompt.assistant_prefix}]
-                payload["continue_final_message"] = True
-                payload["add_generation_prompt"] = False
-            data = self._request("POST", "/chat/completions", payload)
-            choice = _first_choice(data, "/chat/completions")
             content = (choice.get("message") or {}).get("content")
         if not isinstance(content, str):
             raise BackendError(f"the server returned no text: {json.dumps(choice)[:300]}")
@@ -232,12 +240,14 @@ class OpenAIBackend:
             return [[] for _ in prompts]
         model = self.model
         tok = self.tokenizer
-        return self._map(lambda p: self._score_one(model, tok, p, continuations), list(prompts))
+        jobs = []  # tokenized on this thread, sent concurrently
+        for p in prompts:
+            text = render_chat(tok, p)
+            pids = prompt_ids(tok, text)
+            jobs.append((len(pids), [pids + continuation_ids(tok, text, pids, c) for c in continuations]))
+        return self._map(lambda job: self._score_one(model, *job), jobs)
 
-    def _score_one(self, model: str, tok: Any, prompt: Prompt, continuations: Sequence[str]) -> list[float]:
-        text = render_chat(tok, prompt)
-        pids = prompt_ids(tok, text)
-        seqs = [pids + continuation_ids(tok, text, pids, c) for c in continuations]
+    def _score_one(self, model: str, n_prompt: int, seqs: list[list[int]]) -> list[float]:
         payload = {
             "model": model,
             "prompt": seqs,
@@ -261,7 +271,7 @@ class OpenAIBackend:
                 raise BackendError(
                     "the server returned no prompt log-probs (echo + logprobs); scoring needs vLLM or cai serve"
                 )
-            values = lp[len(pids) : len(seq)]
+            values = lp[n_prompt : len(seq)]
             if any(v is None for v in values):
                 raise BackendError("the server returned a null log-prob inside the continuation")
             scores.append(float(sum(values)))
