@@ -329,6 +329,21 @@ def _atomic_build(final: Path, source: Path, info: dict[str, Any], build: Callab
     return final
 
 
+@contextlib.contextmanager
+def _quiet_progress() -> Iterator[None]:
+    """Hide transformers' per-tensor progress bars while loading (restored afterwards)."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    if was_enabled:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def _require_gguf_support() -> None:
     if importlib.util.find_spec("gguf") is None:
         raise ModelError(
@@ -344,8 +359,9 @@ def _dequantize_gguf_into(source: Path, out_dir: Path) -> None:
 
     common = {"gguf_file": source.name, "local_files_only": True, "trust_remote_code": False}
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(source.parent), **common)
-        quantized = AutoModelForCausalLM.from_pretrained(str(source.parent), dtype=torch.float32, **common)
+        with _quiet_progress():
+            tokenizer = AutoTokenizer.from_pretrained(str(source.parent), **common)
+            quantized = AutoModelForCausalLM.from_pretrained(str(source.parent), dtype=torch.float32, **common)
     except ModelError:
         raise
     except Exception as exc:  # transformers raises many types for a bad file
@@ -472,13 +488,14 @@ def load_model(
     path = resolve_model_dir(spec_str)
     tokenizer = load_tokenizer(path)
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            str(path),
-            dtype=dtype if dtype is not None else torch.float32,
-            local_files_only=True,
-            trust_remote_code=False,
-            use_safetensors=True,
-        )
+        with _quiet_progress():
+            model = AutoModelForCausalLM.from_pretrained(
+                str(path),
+                dtype=dtype if dtype is not None else torch.float32,
+                local_files_only=True,
+                trust_remote_code=False,
+                use_safetensors=True,
+            )
     except Exception as exc:
         raise ModelError(
             f"transformers could not load the model in {path}: {type(exc).__name__}: {exc}. Check that the "
