@@ -51,7 +51,8 @@ def lint_command(
     for path in files:
         constitution = resolve(path)
         sources.update(constitution.sources)
-        if deployment is not None and deployment not in constitution.deployment_decls:
+        parsed = constitution.root in constitution.files
+        if parsed and deployment is not None and deployment not in constitution.deployment_decls:
             if len(files) == 1:
                 known = ", ".join(constitution.deployment_decls) or "none"
                 print(f"cai lint: {path} has no deployment `{deployment}` (deployments: {known})", file=sys.stderr)

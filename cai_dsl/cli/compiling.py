@@ -42,6 +42,9 @@ def _load(path: str, target_name: Optional[str]):
 
 
 def _require_deployment(constitution, name: Optional[str]) -> str:
+    if constitution.root not in constitution.files:  # the file itself did not parse
+        print_diagnostics([d for d in constitution.diagnostics if d.is_error], constitution.sources)
+        raise SystemExit(1)
     known = ", ".join(constitution.deployment_decls) or "none"
     if name is None:
         _usage(f"name a deployment with --deployment (deployments: {known}), or use --all")
