@@ -8,7 +8,9 @@ loads back into the same models.
 
 from __future__ import annotations
 
-from typing import Annotated, Iterator, Literal, Union
+from typing import Annotated, Callable, Iterator, Literal, TypeVar, Union
+
+T = TypeVar("T")
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -113,6 +115,22 @@ def iter_expr(expr: Expr) -> Iterator[Expr]:
             stack.append(node.operand)
         elif isinstance(node, (And, Or)):
             stack.extend(reversed(node.operands))
+
+
+def fold_expr(expr: Expr, combine: "Callable[[Expr, list], T]") -> "T":
+    """Fold ``expr`` bottom-up without recursion: ``combine(node, child_values)`` gives
+    each node's value from its operands' values (empty for comparisons and literals)."""
+    results: dict[int, object] = {}
+    stack: list[tuple[Expr, bool]] = [(expr, False)]
+    while stack:
+        node, expanded = stack.pop()
+        children = (node.operand,) if isinstance(node, Not) else node.operands if isinstance(node, (And, Or)) else ()
+        if children and not expanded:
+            stack.append((node, True))
+            stack.extend((c, False) for c in children)
+            continue
+        results[id(node)] = combine(node, [results[id(c)] for c in children])
+    return results[id(expr)]  # type: ignore[return-value]
 
 
 # ------------------------------------------------------------- declarations

@@ -69,29 +69,19 @@ class ScenarioSpace:
         cached = self._cache.get(key)
         if cached is not None:
             return cached
-        results: dict[int, z3.BoolRef] = {}
-        stack: list[tuple[ast.Expr, bool]] = [(expr, False)]
-        while stack:
-            node, expanded = stack.pop()
-            if isinstance(node, (ast.And, ast.Or, ast.Not)) and not expanded:
-                stack.append((node, True))
-                children = (node.operand,) if isinstance(node, ast.Not) else node.operands
-                stack.extend((c, False) for c in children)
-                continue
-            results[id(node)] = self._encode_node(node, results)
-        out = results[id(expr)]
+        out = ast.fold_expr(expr, self._encode_node)
         self._cache[key] = out
         return out
 
-    def _encode_node(self, node, results) -> z3.BoolRef:
+    def _encode_node(self, node, values: list) -> z3.BoolRef:
         if isinstance(node, ast.BoolLiteral):
             return z3.BoolVal(node.value, self.ctx)
         if isinstance(node, ast.Not):
-            return z3.Not(results[id(node.operand)])
+            return z3.Not(values[0])
         if isinstance(node, ast.And):
-            return self.conj([results[id(c)] for c in node.operands])
+            return self.conj(values)
         if isinstance(node, ast.Or):
-            return self.disj([results[id(c)] for c in node.operands])
+            return self.disj(values)
         var = self.vars.get(node.facet.name)
         if var is None:  # undefined facet: reported by the resolver; treat as unknown
             return z3.Bool(f"unknown!{node.facet.name}", self.ctx)

@@ -22,30 +22,19 @@ def eval_expr(expr: ast.Expr | None, scenario: Scenario, facets: Mapping[str, as
     """Truth of ``expr`` in a complete scenario (``None`` is true: no condition)."""
     if expr is None:
         return True
-    # iterative post-order evaluation, so deep expressions cannot overflow the stack
-    results: dict[int, bool] = {}
-    stack: list[tuple[ast.Expr, bool]] = [(expr, False)]
-    while stack:
-        node, expanded = stack.pop()
-        if isinstance(node, (ast.And, ast.Or, ast.Not)) and not expanded:
-            stack.append((node, True))
-            children = (node.operand,) if isinstance(node, ast.Not) else node.operands
-            stack.extend((c, False) for c in children)
-            continue
+
+    def combine(node: ast.Expr, values: list[bool]) -> bool:
         if isinstance(node, ast.BoolLiteral):
-            value = node.value
-        elif isinstance(node, ast.Comparison):
-            value = _compare(node, scenario, facets)
-        elif isinstance(node, ast.Membership):
-            value = (scenario[node.facet.name] in {v.name for v in node.values}) != node.negated
-        elif isinstance(node, ast.Not):
-            value = not results[id(node.operand)]
-        elif isinstance(node, ast.And):
-            value = all(results[id(c)] for c in node.operands)
-        else:
-            value = any(results[id(c)] for c in node.operands)
-        results[id(node)] = value
-    return results[id(expr)]
+            return node.value
+        if isinstance(node, ast.Comparison):
+            return _compare(node, scenario, facets)
+        if isinstance(node, ast.Membership):
+            return (scenario[node.facet.name] in {v.name for v in node.values}) != node.negated
+        if isinstance(node, ast.Not):
+            return not values[0]
+        return all(values) if isinstance(node, ast.And) else any(values)
+
+    return ast.fold_expr(expr, combine)
 
 
 def _compare(node: ast.Comparison, scenario: Scenario, facets: Mapping[str, ast.Facet]) -> bool:
