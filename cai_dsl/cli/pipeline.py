@@ -3,8 +3,9 @@
 Stages that exist run in order and each prints a one-line summary:
 1. check the standard library: parse, resolve, lint (zero errors) and run its tests;
 2. compile every deployment of the chosen constitution for the target;
-3. (when the execution layer is installed) SL-CAI on a small prompt sample,
-   LoRA fine-tuning, and a before/after summary.
+3. SL-CAI on a small prompt sample, LoRA fine-tuning, and a before/after summary;
+4. RLAIF: AI feedback labels, a preference model, PPO, evaluation and an HTML report.
+Every stage resumes: rerunning with the same --out skips finished work.
 """
 
 from __future__ import annotations
@@ -84,6 +85,17 @@ def run_command(
     except ImportError:
         print(f"done in {time.perf_counter() - start:.1f} s (the SL-CAI stage is not installed yet)")
         raise SystemExit(0)
+    print("[3] SL-CAI: generate -> critique -> revise -> LoRA SFT")
     code = run_sl_job(source=str(source), deployment=deployment, target=target, out=out)
+    if code != 0:
+        raise SystemExit(code)
+    try:
+        from cai_dsl.rlaif import run_rlaif_job  # AI feedback, preference model, PPO, evaluation, report
+    except ImportError:
+        print(f"done in {time.perf_counter() - start:.1f} s (the RLAIF stage is not installed yet)")
+        raise SystemExit(0)
+    print("[4] RLAIF: AI feedback labels -> preference model -> PPO -> evaluation -> report")
+    adapter = out / "adapter"
+    code = run_rlaif_job(source, deployment, target, out, adapter if adapter.is_dir() else None)
     print(f"done in {time.perf_counter() - start:.1f} s")
     raise SystemExit(code)
