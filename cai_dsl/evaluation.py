@@ -290,19 +290,12 @@ def _p_correct(logprobs: Sequence[float], n_correct: int) -> float:
 
 
 def _score_options(backend: Any, jobs: Sequence[tuple[Any, tuple[str, ...], int]]) -> list[float]:
-    """P(a correct option) for each ``(prompt, options, n_correct)``; prompts sharing an option set are scored
-    in one batch."""
-    groups: dict[tuple[str, ...], list[int]] = {}
-    for i, (_, options, _) in enumerate(jobs):
-        groups.setdefault(tuple(sorted(options)), []).append(i)
-    out = [0.5] * len(jobs)
-    for canonical, idx in groups.items():
-        scores = backend.score([jobs[i][0] for i in idx], list(canonical))
-        for i, row in zip(idx, scores):
-            by_option = dict(zip(canonical, row))
-            _, options, n_correct = jobs[i]
-            out[i] = _p_correct([by_option[o] for o in options], n_correct)
-    return out
+    """P(a correct option) for each ``(prompt, options, n_correct)``.
+
+    One backend call per prompt: its rows (one per option) then share the whole prompt, which the
+    transformers backend runs once (prefix cache); batching different prompts instead would run each prompt
+    once per option (measured 3x slower on HarmfulVsEthical)."""
+    return [_p_correct(backend.score([prompt], list(options))[0], n_correct) for prompt, options, n_correct in jobs]
 
 
 def _score_choices(chunk: Sequence[Comparison], models: Sequence[FeedbackModel]) -> list[dict[str, Any]]:
