@@ -1282,7 +1282,8 @@ def run_sl_job(
         program = job.program
         rounds = min(rounds, program.critique_revision.rounds) if program.critique_revision.rounds else 0
         items = default_prompts(prompts, seed=program.provenance.seed)
-        options = SLOptions(rounds=rounds, max_new_tokens=max_new_tokens, chunk_size=8)
+        # one chunk, one batch per stage: the shared preamble runs once per stage (see BatchedGenerator)
+        options = SLOptions(rounds=rounds, max_new_tokens=max_new_tokens, batch_size=prompts, chunk_size=prompts)
         result = run_sl(job, items, out, options=options, progress=progress)
         records = result.records
         red = sum(1 for r in records if not r["helpful"])
