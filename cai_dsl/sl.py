@@ -404,18 +404,7 @@ class BatchedGenerator:
             mask[i, p + width - len(s) :] = 1
         input_ids, mask = input_ids.to(device), mask.to(device)
         cache = _prefilled_cache(model, kv, b, p + width + params.max_new_tokens)
-        sampling = not params.greedy
-        settings: dict[str, Any] = {
-            "max_new_tokens": params.max_new_tokens,
-            "do_sample": sampling,
-            "num_beams": 1,
-            "repetition_penalty": 1.0,
-            "pad_token_id": pad_id,
-            "eos_token_id": list(backend._eos_ids) or None,
-            "bos_token_id": backend.tokenizer.bos_token_id,
-        }
-        if sampling:
-            settings.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
+        settings = backend.generation_settings(params, pad_id)
         criteria = StoppingCriteriaList()
         total = p + width
         if params.stop:
@@ -1291,22 +1280,22 @@ def run_sl_job(
         for r in records:
             stops[r["stopped"]] = stops.get(r["stopped"], 0) + 1
         print(
-            f"[3] SL-CAI: {len(records)} prompts ({red} red-team, {len(records) - red} helpful), {rounds} round(s), "
+            f"[sl 1/3] SL-CAI data: {len(records)} prompts ({red} red-team, {len(records) - red} helpful), {rounds} round(s), "
             f"{max_new_tokens} new tokens: {result.new} new record(s), {result.resumed} resumed, "
             f"in {result.seconds:.1f} s ({result.tokens_per_second:.1f} generated tok/s) -> {result.path}"
         )
-        print("    stopped: " + ", ".join(f"{v} {k}" for k, v in sorted(stops.items())))
+        print("         stopped: " + ", ".join(f"{v} {k}" for k, v in sorted(stops.items())))
         revised = [r for r in records if not r["helpful"] and any(t.get("revision") for t in r["rounds"])]
         held = sorted(revised, key=lambda r: _rank(program.provenance.seed, "held:" + r["id"]))[:held_out]
         held_ids = tuple(sorted(r["id"] for r in held))
         sft = train_sft(out, options=SFTOptions(exclude_ids=held_ids, max_steps=sft_steps, batch_size=4), progress=progress)
         what = "up to date, skipped" if sft.skipped else f"{sft.seconds:.1f} s" + (f", resumed from {Path(sft.resumed_from).name}" if sft.resumed_from else "")
         print(
-            f"[4] LoRA SFT: {sft.examples} examples, {sft.steps} steps, final loss {sft.loss} ({what}) -> {sft.adapter} "
+            f"[sl 2/3] LoRA SFT: {sft.examples} examples, {sft.steps} steps, final loss {sft.loss} ({what}) -> {sft.adapter} "
             "(model card: README.md)"
         )
         if not held:
-            print("[5] evaluation skipped: no revised record to hold out")
+            print("[sl 3/3] evaluation skipped: no revised record to hold out")
             return 0
         eval_path = out / "sl-eval.json"
         fingerprint = sft.manifest.get("fingerprint")
@@ -1327,17 +1316,17 @@ def run_sl_job(
             return f"{b - a:+.3f}" if a is not None and b is not None else "n/a"
 
         print(
-            f"[5] evaluation on {ev['held_out']} held-out prompt(s): mean log-prob per token of their revisions "
+            f"[sl 3/3] evaluation on {ev['held_out']} held-out prompt(s): mean log-prob per token of their revisions "
             f"{ev['base_logprob_held_out']} (base) -> {ev['adapted_logprob_held_out']} (adapted), "
             f"{delta(ev['base_logprob_held_out'], ev['adapted_logprob_held_out'])}; on the {ev['train']} training "
             f"revisions {ev['base_logprob_train']} -> {ev['adapted_logprob_train']} "
             f"({delta(ev['base_logprob_train'], ev['adapted_logprob_train'])})"
         )
         for e in ev["examples"]:
-            print(f"    {e['id']}: {_short(e['prompt'])}")
-            print(f"      base:    {_short(e['base'])}")
-            print(f"      adapted: {_short(e['adapted'])}")
-        print(f"    artifacts: {result.path}, {sft.adapter}/, {eval_path}, {out / 'program.json'}")
+            print(f"         {e['id']}: {_short(e['prompt'])}")
+            print(f"           base:    {_short(e['base'])}")
+            print(f"           adapted: {_short(e['adapted'])}")
+        print(f"         artifacts: {result.path}, {sft.adapter}/, {eval_path}, {out / 'program.json'}")
         return 0
     except SLCompileError as exc:
         from cai_dsl.cli.common import print_diagnostics

@@ -181,7 +181,8 @@ def test_run_sl_job_stage_of_cai_run(tmp_path, tiny_target, capsys):
     kwargs = dict(prompts=6, held_out=2, rounds=1, max_new_tokens=6, sft_steps=2, progress=False)
     assert run_sl_job(PAPER, "base", tiny_target, tmp_path, **kwargs) == 0
     out = capsys.readouterr().out
-    assert "[3] SL-CAI: 6 prompts" in out and "[4] LoRA SFT" in out and "[5] evaluation on 2 held-out" in out
+    assert "[sl 1/3] SL-CAI data: 6 prompts" in out and "[sl 2/3] LoRA SFT" in out
+    assert "[sl 3/3] evaluation on 2 held-out" in out
     assert "base:" in out and "adapted:" in out
     ev = json.loads((tmp_path / "sl-eval.json").read_text())
     assert ev["held_out"] == 2 and len(ev["examples"]) == 2

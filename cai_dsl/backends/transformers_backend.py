@@ -205,23 +205,27 @@ class TransformersBackend:
                 mask[b, width - len(r) :] = 1
         return ids.to(self._device), mask.to(self._device)
 
-    def _generate_batch(self, rows: Sequence[Sequence[int]], params: GenerationParams) -> list[Generation]:
-        pad_id = self._pad_id if self._pad_id is not None else self._eos_ids[0]
-        input_ids, attention_mask = self._left_pad(rows, pad_id)
-        prompt_len = input_ids.shape[1]
-        sampling = not params.greedy
-        # explicit values override the model's generation_config: OpenAI-style semantics, no top-k
+    def generation_settings(self, params: GenerationParams, pad_id: int) -> dict[str, Any]:
+        """Arguments of ``GenerationConfig`` for ``params``; explicit values override the
+        model's generation_config: OpenAI-style semantics, no top-k."""
         settings: dict[str, Any] = {
             "max_new_tokens": params.max_new_tokens,
-            "do_sample": sampling,
+            "do_sample": not params.greedy,
             "num_beams": 1,
             "repetition_penalty": 1.0,
             "pad_token_id": pad_id,
             "eos_token_id": list(self._eos_ids) or None,
             "bos_token_id": self.tokenizer.bos_token_id,
         }
-        if sampling:
+        if not params.greedy:
             settings.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
+        return settings
+
+    def _generate_batch(self, rows: Sequence[Sequence[int]], params: GenerationParams) -> list[Generation]:
+        pad_id = self._pad_id if self._pad_id is not None else self._eos_ids[0]
+        input_ids, attention_mask = self._left_pad(rows, pad_id)
+        prompt_len = input_ids.shape[1]
+        settings = self.generation_settings(params, pad_id)
         config = GenerationConfig(**settings)
         criteria = StoppingCriteriaList()
         if params.stop:
