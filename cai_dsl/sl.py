@@ -385,7 +385,6 @@ class BatchedGenerator:
         import torch
         from transformers import GenerationConfig, StoppingCriteriaList
 
-        from cai_dsl.backends.base import truncate_at_stop
         from cai_dsl.backends.transformers_backend import _StopOnStrings
 
         backend = self.backend
@@ -419,21 +418,7 @@ class BatchedGenerator:
                 stopping_criteria=criteria,
                 **{self._cache_kwarg: cache},
             )
-        end_ids = set(backend._eos_ids) | {pad_id}
-        results = []
-        for i, row in enumerate(rows):
-            gen = out[i, total:].tolist()
-            finish = "length"
-            for j, tok in enumerate(gen):
-                if tok in end_ids:
-                    gen, finish = gen[:j], "stop"
-                    break
-            text = backend.tokenizer.decode(gen, skip_special_tokens=True)
-            text, hit = truncate_at_stop(text, params.stop)
-            if hit:
-                finish = "stop"
-            results.append(Generation(text=text, prompt_tokens=len(row), completion_tokens=len(gen), finish_reason=finish))
-        return results
+        return backend.decode_generations(out, total, rows, pad_id, params.stop)
 
 
 def _prefilled_cache(model: Any, kv: list, batch: int, max_len: int) -> Any:

@@ -236,18 +236,24 @@ class TransformersBackend:
             generation_config=config,
             stopping_criteria=criteria,
         )
+        return self.decode_generations(out, prompt_len, rows, pad_id, params.stop)
+
+    def decode_generations(
+        self, out: Any, start: int, rows: Sequence[Sequence[int]], pad_id: int, stop: Sequence[str]
+    ) -> list[Generation]:
+        """Turn ``generate`` output (new tokens from column ``start``) into :class:`Generation`s:
+        cut at the first end/pad token, decode, cut at the first stop string."""
         end_ids = set(self._eos_ids) | {pad_id}
         results = []
         for b, row in enumerate(rows):
-            gen = out[b, prompt_len:].tolist()
+            gen = out[b, start:].tolist()
             finish = "length"
             for j, tok in enumerate(gen):
                 if tok in end_ids:
-                    gen = gen[:j]
-                    finish = "stop"
+                    gen, finish = gen[:j], "stop"
                     break
             text = self.tokenizer.decode(gen, skip_special_tokens=True)
-            text, hit = truncate_at_stop(text, params.stop)
+            text, hit = truncate_at_stop(text, stop)
             if hit:
                 finish = "stop"
             results.append(
