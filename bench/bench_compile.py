@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cai_dsl.compiler import compile_all, compile_program  # noqa: E402
-from cai_dsl.resolver import resolve  # noqa: E402
+from cai_dsl.compile.compiler import compile_all, compile_program  # noqa: E402
+from cai_dsl.lang.resolver import resolve  # noqa: E402
 
 AREAS = ["harm", "help", "honest", "privacy", "medical", "legal", "finance", "tone", "safety", "style"]
 

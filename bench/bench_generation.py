@@ -26,9 +26,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from cai_dsl.backends import GenerationParams, Prompt
-    from cai_dsl.backends.transformers_backend import TransformersBackend
-    from cai_dsl.models import load_model, resolve_model_dir
+    from cai_dsl.run.backends import GenerationParams, Prompt
+    from cai_dsl.run.backends.transformers_backend import TransformersBackend
+    from cai_dsl.run.loading import load_model, resolve_model_dir
 
     print(f"torch threads: {torch.get_num_threads()}, cpus: {os.cpu_count()}")
     t = time.perf_counter()

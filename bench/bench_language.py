@@ -14,9 +14,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from gen_constitution import generate  # noqa: E402
 
-from cai_dsl.checker import check  # noqa: E402
-from cai_dsl.parser import lark_parser, parse_text  # noqa: E402
-from cai_dsl.resolver import resolve  # noqa: E402
+from cai_dsl.check.checker import check  # noqa: E402
+from cai_dsl.lang.parser import lark_parser, parse_text  # noqa: E402
+from cai_dsl.lang.resolver import resolve  # noqa: E402
 
 
 def measure(n: int, folder: Path) -> dict:

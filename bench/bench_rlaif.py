@@ -7,7 +7,7 @@ size) at its end, so that the numbers do not mix:
   ``--tokens`` response tokens: the memory the SL stage's training needs;
 * ``ppo``: PPO steps with the same model, LoRA shape and batch (rollout of ``--batch`` prompts, ``--tokens``
   new tokens, one mini-batch of ``--batch``): ONE base in memory with the policy, reward and value heads on it
-  and the reference as the base with adapters disabled (``cai_dsl.ppo``);
+  and the reference as the base with adapters disabled (``cai_dsl.run.train.ppo``);
 * ``ppo-naive``: the same PPO with two extra full copies of the model loaded (a separate reference and reward
   model, the usual layout), for comparison;
 * ``label``: ``cai label`` on ``--label-prompts`` prompts (deployment ``rl_cai``, one principle, both orders):
@@ -64,8 +64,8 @@ def child_sft(args) -> dict:
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from cai_dsl.backends.base import Prompt, prompt_ids, render_chat
-    from cai_dsl.models import load_model
+    from cai_dsl.run.backends.base import Prompt, prompt_ids, render_chat
+    from cai_dsl.run.loading import load_model
 
     loaded = load_model("embedded:smollm2-135m")
     loaded_rss = _rss_mib()
@@ -97,10 +97,10 @@ def child_ppo(args, naive: bool = False) -> dict:
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from cai_dsl.backends.base import Prompt, prompt_ids, render_chat
-    from cai_dsl.models import load_model
-    from cai_dsl.ppo import PPOConfig, PPOTrainerLite
-    from cai_dsl.preference import RewardScorer
+    from cai_dsl.run.backends.base import Prompt, prompt_ids, render_chat
+    from cai_dsl.run.loading import load_model
+    from cai_dsl.run.train.ppo import PPOConfig, PPOTrainerLite
+    from cai_dsl.run.train.reward_model import RewardScorer
 
     loaded = load_model("embedded:smollm2-135m")
     loaded_rss = _rss_mib()
@@ -130,8 +130,8 @@ def child_ppo(args, naive: bool = False) -> dict:
 
 
 def child_label(args) -> dict:
-    from cai_dsl.compiler import compile_file
-    from cai_dsl.feedback import ModelPool, default_prompts, run_label
+    from cai_dsl.compile.compiler import compile_file
+    from cai_dsl.run.feedback import ModelPool, default_prompts, run_label
 
     program, _ = compile_file(str(ROOT / "constitutions" / "anthropic-2022.const"), "rl_cai", "smollm2-cpu")
     pool = ModelPool()

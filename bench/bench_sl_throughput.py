@@ -8,7 +8,7 @@ the same prompts text and token budget, with greedy decoding, on the embedded Sm
 
 * naive: what LangChain's ConstitutionalChain does: for each example, generate, critique, revise,
   one model call at a time (the transformers backend with batch size 1);
-* batched: ``cai_dsl.sl.SLRunner``: one call per stage across all prompts, rows sorted by length,
+* batched: ``cai_dsl.run.sl.SLRunner``: one call per stage across all prompts, rows sorted by length,
   the shared few-shot preamble run once (KV reuse);
 * batched-no-prefix (``--modes naive,batched,batched-no-prefix``): batching alone, no KV reuse.
 
@@ -32,11 +32,11 @@ PAPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "constitu
 
 
 def _child(args: argparse.Namespace) -> dict:
-    from cai_dsl.backends.base import GenerationParams, Prompt
-    from cai_dsl.backends.transformers_backend import TransformersBackend
-    from cai_dsl.ir import HistoryTurn
-    from cai_dsl.models import load_model
-    from cai_dsl.sl import STOP_STRINGS, ModelSet, SLOptions, SLRunner, default_prompts, prepare_job
+    from cai_dsl.run.backends.base import GenerationParams, Prompt
+    from cai_dsl.run.backends.transformers_backend import TransformersBackend
+    from cai_dsl.compile.ir import HistoryTurn
+    from cai_dsl.run.loading import load_model
+    from cai_dsl.run.sl import STOP_STRINGS, ModelSet, SLOptions, SLRunner, default_prompts, prepare_job
 
     job = prepare_job(args.constitution, args.deployment)
     program = job.program
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         print(json.dumps(_child(args)))
         return 0
-    from cai_dsl.models import resolve_model_dir
+    from cai_dsl.run.loading import resolve_model_dir
 
     resolve_model_dir(args.model)  # build the model cache once, outside the timings
     results = {}

@@ -34,7 +34,7 @@ TINY_CONFIG = {
 @pytest.fixture(scope="session")
 def embedded_tokenizer():
     """The SmolLM2 tokenizer, read from the dequantized cache of the embedded model."""
-    from cai_dsl.models import ModelError, load_tokenizer
+    from cai_dsl.run.loading import ModelError, load_tokenizer
 
     try:
         return load_tokenizer("embedded:smollm2-135m")
@@ -70,7 +70,7 @@ def tiny_model_dir(tmp_path_factory, embedded_tokenizer):
 @pytest.fixture(scope="session")
 def tiny_backend(tiny_model_dir):
     """A TransformersBackend over the tiny model (batch size 4, prefix cache on)."""
-    from cai_dsl.backends.transformers_backend import TransformersBackend
+    from cai_dsl.run.backends.transformers_backend import TransformersBackend
 
     return TransformersBackend(str(tiny_model_dir), batch_size=4, min_prefix_tokens=4)
 
@@ -78,7 +78,7 @@ def tiny_backend(tiny_model_dir):
 @pytest.fixture(scope="session")
 def embedded_model():
     """The real embedded SmolLM2-135M (LoadedModel); use with ``@pytest.mark.model``."""
-    from cai_dsl.models import ModelError, load_model
+    from cai_dsl.run.loading import ModelError, load_model
 
     try:
         return load_model("embedded:smollm2-135m")

@@ -5,7 +5,7 @@ Self-contained (depends only on hypothesis and :mod:`cai_dsl`), so it can move t
 comments; every generated file satisfies the parser's own checks (simple names
 where the parser requires them, ``better a``/``better b``, at least two operands
 for ``and``/``or``, two values for an ordered facet...), so printing it and parsing
-the text back must give the same AST under :func:`cai_dsl.ast.strip_spans`.
+the text back must give the same AST under :func:`cai_dsl.lang.ast.strip_spans`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import re
 
 from hypothesis import strategies as st
 
-from cai_dsl import ast
-from cai_dsl.parser import grammar_text
+from cai_dsl.lang import ast
+from cai_dsl.lang.parser import grammar_text
 
 # every word the grammar spells out ("principle", "in", "a", "true", ...): names never
 # use one, even where the contextual lexer would accept it

@@ -32,10 +32,11 @@ def lint_command(
     target: Optional[str] = typer.Option(None, "--target", help="target for --empirical"),
 ) -> None:
     """Check constitutions: names, contradictions with witnesses (SMT), operationalizability."""
-    from cai_dsl import __version__, rules
-    from cai_dsl.checker import LintConfig, check, load_lint_config
-    from cai_dsl.diagnostics import render_github, render_json, render_sarif, render_text
-    from cai_dsl.resolver import resolve
+    from cai_dsl import __version__
+    from cai_dsl.diagnostics import rules
+    from cai_dsl.check.checker import LintConfig, check, load_lint_config
+    from cai_dsl.diagnostics.base import render_github, render_json, render_sarif, render_text
+    from cai_dsl.lang.resolver import resolve
 
     if fmt not in ("text", "json", "sarif", "github"):
         print(f"cai lint: unknown --format `{fmt}` (text, json, sarif, github)", file=sys.stderr)
@@ -61,9 +62,9 @@ def lint_command(
         diags = check(constitution, [deployment] if deployment else None)
         if empirical:
             try:
-                from cai_dsl.empirical import empirical_lints  # needs a model
+                from cai_dsl.run.empirical import empirical_lints  # needs a model
             except ImportError:
-                print("cai lint: --empirical needs the execution layer (cai_dsl.empirical), not installed", file=sys.stderr)
+                print("cai lint: --empirical needs the execution layer (cai_dsl.run.empirical), not installed", file=sys.stderr)
                 raise SystemExit(2)
             diags += empirical_lints(constitution, deployment, target)
         all_diags.extend(config.apply(diags))
@@ -92,8 +93,8 @@ def test_command(
     fmt: str = typer.Option("text", "--format", help="text or json"),
 ) -> None:
     """Run `test` and `property` blocks; failures print a counter-example and the policy there."""
-    from cai_dsl.resolver import resolve
-    from cai_dsl.testing.runner import describe_policy, run_tests
+    from cai_dsl.lang.resolver import resolve
+    from cai_dsl.check.tests import describe_policy, run_tests
 
     files, missing = const_files(paths)
     fail_missing(missing)
@@ -163,8 +164,8 @@ def explain_command(
     from rich.console import Console
     from rich.table import Table
 
-    from cai_dsl.explain import ScenarioError, explain, parse_scenario
-    from cai_dsl.resolver import resolve
+    from cai_dsl.check.explain import ScenarioError, explain, parse_scenario
+    from cai_dsl.lang.resolver import resolve
 
     files, missing = const_files([path])
     fail_missing(missing)

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import Iterable
 
-from cai_dsl.diagnostics import Diagnostic, render_json, render_text
+from cai_dsl.diagnostics.base import Diagnostic, render_json, render_text
 
 
 def const_files(paths: Iterable[str]) -> tuple[list[str], list[str]]:

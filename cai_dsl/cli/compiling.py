@@ -29,8 +29,8 @@ def _usage(message: str) -> None:
 
 def _load(path: str, target_name: Optional[str]):
     """The target and the resolved constitution, or a usage error."""
-    from cai_dsl.resolver import resolve
-    from cai_dsl.targets import TargetError, load_target
+    from cai_dsl.lang.resolver import resolve
+    from cai_dsl.compile.targets import TargetError, load_target
 
     if not os.path.isfile(path):
         _usage(f"no such file: {path}")
@@ -71,8 +71,8 @@ def compile_command(
     no_check: bool = typer.Option(False, "--no-check", help="skip the semantic checker (resolution errors still stop)"),
 ) -> None:
     """Compile a deployment to a deterministic prompt program (canonical JSON, hashed, source-mapped)."""
-    from cai_dsl.compiler import CompileError, check_constitution, compile_program
-    from cai_dsl.interop import write_atomic
+    from cai_dsl.compile.compiler import CompileError, check_constitution, compile_program
+    from cai_dsl.compile.interop import write_atomic
 
     if seed is not None and seed < 0:
         _usage("--seed must be >= 0")
@@ -121,8 +121,8 @@ def export_command(
     warnings: bool = typer.Option(False, "--warnings", help="also print warnings"),
 ) -> None:
     """Export a deployment's principles: Hugging Face CAI recipe, LangChain principles, or comparison JSONL."""
-    from cai_dsl.compiler import CompileError, check_constitution, compile_program
-    from cai_dsl.interop import EXPORT_FORMATS, export_text, write_atomic
+    from cai_dsl.compile.compiler import CompileError, check_constitution, compile_program
+    from cai_dsl.compile.interop import EXPORT_FORMATS, export_text, write_atomic
 
     if fmt not in EXPORT_FORMATS:
         _usage(f"unknown --format `{fmt}` (formats: {', '.join(EXPORT_FORMATS)})")
@@ -152,7 +152,7 @@ def import_command(
     output: Optional[str] = typer.Option(None, "--output", "-o", help="the .const file to write; default: stdout"),
 ) -> None:
     """Import a Hugging Face CAI recipe or Anthropic's published prompts as a `.const` file."""
-    from cai_dsl.interop import IMPORT_FORMATS, InteropError, import_file, write_atomic
+    from cai_dsl.compile.interop import IMPORT_FORMATS, InteropError, import_file, write_atomic
 
     if from_ not in IMPORT_FORMATS:
         _usage(f"unknown --from `{from_}` (formats: {', '.join(IMPORT_FORMATS)})")

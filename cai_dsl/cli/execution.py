@@ -30,7 +30,7 @@ def _usage(message: str) -> None:
 def _prepare(path: str, deployment: Optional[str], target: Optional[str], seed: Optional[int] = None):
     """Compile or exit: diagnostics -> exit 1, bad input -> exit 2."""
     from cai_dsl.cli.common import print_diagnostics
-    from cai_dsl.sl import SLCompileError, SLError, prepare_job
+    from cai_dsl.run.sl import SLCompileError, SLError, prepare_job
 
     if not deployment:
         _usage("name a deployment with --deployment")
@@ -68,9 +68,9 @@ def sl_command(
     no_progress: bool = typer.Option(False, "--no-progress", help="no progress bars"),
 ) -> None:
     """SL-CAI: generate, critique and revise responses with a compiled constitution, then LoRA fine-tune on the revisions."""
-    from cai_dsl.backends.base import BackendError
-    from cai_dsl.sft import SFTError, SFTOptions, train_sft
-    from cai_dsl.sl import SLError, SLOptions, default_prompts, load_prompts, run_sl
+    from cai_dsl.run.backends.base import BackendError
+    from cai_dsl.run.train.sft import SFTError, SFTOptions, train_sft
+    from cai_dsl.run.sl import SLError, SLOptions, default_prompts, load_prompts, run_sl
 
     _positive("--limit", limit)
     _positive("--rounds", rounds, 0)
@@ -127,7 +127,7 @@ def sft_command(
     no_progress: bool = typer.Option(False, "--no-progress"),
 ) -> None:
     """LoRA SFT on the SL-CAI data of RUN_DIR (one process; see docs/execution.md for torchrun/accelerate)."""
-    from cai_dsl.sft import SFTError, SFTOptions, train_sft
+    from cai_dsl.run.train.sft import SFTError, SFTOptions, train_sft
 
     if revisions not in ("final", "all"):
         _usage(f"--revisions must be `final` or `all`, not `{revisions}`")
@@ -162,8 +162,8 @@ def revise_command(
     seed: Optional[int] = typer.Option(None, "--seed"),
 ) -> None:
     """The constitutional loop at inference time: generate, critique and revise one answer, printing each step."""
-    from cai_dsl.backends.base import BackendError
-    from cai_dsl.sl import ModelSet, SLError, SLOptions, revise_once
+    from cai_dsl.run.backends.base import BackendError
+    from cai_dsl.run.sl import ModelSet, SLError, SLOptions, revise_once
 
     _positive("--rounds", rounds, 0)
     _positive("--max-new-tokens", max_new_tokens)
@@ -209,8 +209,8 @@ def serve_command(
     """An OpenAI-compatible server; with --constitution every answer goes through the deployment's critique/revise loop."""
     import os
 
-    from cai_dsl.backends.base import BackendError
-    from cai_dsl.models import DEFAULT_MODEL, ModelError, load_model
+    from cai_dsl.run.backends.base import BackendError
+    from cai_dsl.run.loading import DEFAULT_MODEL, ModelError, load_model
 
     if not 0 <= port <= 65535:
         _usage("--port must be in 0..65535")
@@ -226,7 +226,7 @@ def serve_command(
     job = _prepare(constitution, deployment, target) if constitution else None
     spec = model or (job.program.run.models.policy if job else DEFAULT_MODEL)
     if job is None and adapter is None:
-        from cai_dsl.serve import run_server
+        from cai_dsl.run.serve import run_server
 
         try:
             run_server(spec, host, port, batch_size, api_key=api_key)
@@ -235,9 +235,9 @@ def serve_command(
         except OSError as exc:
             _usage(f"cannot serve on {host}:{port}: {exc}")
         raise SystemExit(0)
-    from cai_dsl.backends.transformers_backend import TransformersBackend
-    from cai_dsl.serve import make_server, serve_forever
-    from cai_dsl.sl import SLOptions, make_transform
+    from cai_dsl.run.backends.transformers_backend import TransformersBackend
+    from cai_dsl.run.serve import make_server, serve_forever
+    from cai_dsl.run.sl import SLOptions, make_transform
 
     try:
         backend = TransformersBackend(load_model(spec, adapter=adapter), batch_size=batch_size)

@@ -22,7 +22,7 @@ def parse_command(
     warnings: bool = typer.Option(False, "--warnings", help="also show name-level warnings"),
 ) -> None:
     """Parse and resolve constitutions (imports, deployments, selectors); report errors."""
-    from cai_dsl.resolver import resolve
+    from cai_dsl.lang.resolver import resolve
 
     files, missing = const_files(paths)
     fail_missing(missing)
@@ -61,6 +61,6 @@ def fmt_command(
     diff: bool = typer.Option(False, "--diff", help="print a unified diff instead of writing"),
 ) -> None:
     """Format constitutions in the one canonical layout (re-parsed and verified before writing)."""
-    from cai_dsl.formatter import fmt_paths
+    from cai_dsl.lang.formatter import fmt_paths
 
     raise SystemExit(fmt_paths(list(paths), check=check, diff=diff, stdout=sys.stdout, stderr=sys.stderr))

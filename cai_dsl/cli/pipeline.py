@@ -29,10 +29,10 @@ def stdlib_dir() -> Path:
 
 def check_stdlib(directory: Path) -> tuple[int, int, int, int]:
     """Lint and test every `.const` file: (files, errors, tests passed, tests failed)."""
-    from cai_dsl.checker import check
+    from cai_dsl.check.checker import check
     from cai_dsl.cli.common import print_diagnostics
-    from cai_dsl.resolver import resolve
-    from cai_dsl.testing.runner import failures_as_diagnostics, run_tests
+    from cai_dsl.lang.resolver import resolve
+    from cai_dsl.check.tests import failures_as_diagnostics, run_tests
 
     files = sorted(directory.rglob("*.const"))
     errors = passed = failed = 0
@@ -64,7 +64,7 @@ def run_command(
         raise SystemExit(1)
     source = Path(constitution) if constitution else library / "anthropic-2022.const"
     try:
-        from cai_dsl.compiler import compile_file
+        from cai_dsl.compile.compiler import compile_file
     except ImportError:
         print("[2] compiler not installed: stopping after the checks")
         raise SystemExit(0)
@@ -81,7 +81,7 @@ def run_command(
     tmp.replace(program_path)
     print(f"[2] compiled {source.name} [{deployment}] for {target}: {program_path} ({len(program.principles)} principles)")
     try:
-        from cai_dsl.sl import run_sl_job  # the execution layer (SL-CAI + LoRA SFT)
+        from cai_dsl.run.sl import run_sl_job  # the execution layer (SL-CAI + LoRA SFT)
     except ImportError:
         print(f"done in {time.perf_counter() - start:.1f} s (the SL-CAI stage is not installed yet)")
         raise SystemExit(0)
@@ -90,7 +90,7 @@ def run_command(
     if code != 0:
         raise SystemExit(code)
     try:
-        from cai_dsl.rlaif import run_rlaif_job  # AI feedback, preference model, PPO, evaluation, report
+        from cai_dsl.pipeline.rlaif import run_rlaif_job  # AI feedback, preference model, PPO, evaluation, report
     except ImportError:
         print(f"done in {time.perf_counter() - start:.1f} s (the RLAIF stage is not installed yet)")
         raise SystemExit(0)

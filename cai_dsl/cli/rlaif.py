@@ -38,7 +38,7 @@ def _guarded(command: str):
     def wrap(fn):
         @functools.wraps(fn)
         def inner(*args, **kwargs):
-            from cai_dsl.feedback import RLAIFError
+            from cai_dsl.run.feedback import RLAIFError
 
             try:
                 return fn(*args, **kwargs)
@@ -48,8 +48,8 @@ def _guarded(command: str):
                 print(f"cai {command}: interrupted; finished work is saved, rerun the same command to resume", file=sys.stderr)
                 raise SystemExit(130)
             except Exception as exc:  # model/backend errors carry a message for the user
-                from cai_dsl.backends.base import BackendError
-                from cai_dsl.models import ModelError
+                from cai_dsl.run.backends.base import BackendError
+                from cai_dsl.run.loading import ModelError
 
                 if isinstance(exc, (ModelError, BackendError)) and not os.environ.get("CAI_DEBUG"):
                     _fail(command, str(exc))
@@ -63,9 +63,9 @@ def _guarded(command: str):
 def _compile(command: str, path: str, deployment: str, target: Optional[str]):
     """The compiled program, or a usage error / printed diagnostics."""
     from cai_dsl.cli.common import print_diagnostics
-    from cai_dsl.compiler import compile_file
-    from cai_dsl.resolver import resolve
-    from cai_dsl.targets import TargetError
+    from cai_dsl.compile.compiler import compile_file
+    from cai_dsl.lang.resolver import resolve
+    from cai_dsl.compile.targets import TargetError
 
     if not os.path.isfile(path):
         _fail(command, f"no such file: {path}")
@@ -92,7 +92,7 @@ def _default_constitution() -> str:
 def _adapter(command: str, value: Optional[str], option: str) -> Optional[Path]:
     if value is None:
         return None
-    from cai_dsl.feedback import RLAIFError, check_adapter_dir
+    from cai_dsl.run.feedback import RLAIFError, check_adapter_dir
 
     try:
         return check_adapter_dir(Path(value))
@@ -122,7 +122,7 @@ def label_command(
     quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
 ) -> None:
     """Sample two responses per prompt and label which is better with the constitution (RL-CAI feedback)."""
-    from cai_dsl.feedback import load_prompts, run_label
+    from cai_dsl.run.feedback import load_prompts, run_label
 
     _positive("label", "--limit", limit)
     _positive("label", "--batch-size", batch_size)
@@ -155,8 +155,8 @@ def rl_command(
     quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
 ) -> None:
     """RL from AI feedback: PPO against a preference model trained on the labels, or DPO on them."""
-    from cai_dsl.feedback import PromptItem
-    from cai_dsl.preference import load_pairs, mix_pairs
+    from cai_dsl.run.feedback import PromptItem
+    from cai_dsl.run.train.reward_model import load_pairs, mix_pairs
 
     if algo not in ("ppo", "dpo"):
         _fail("rl", f"--algo must be ppo or dpo, not `{algo}`")
@@ -174,15 +174,15 @@ def rl_command(
         pairs = mix_pairs(pairs, load_pairs(human, source="human"), human_fraction, seed=program.provenance.seed)
     log = (lambda m: None) if quiet else (lambda m: print(m, file=sys.stderr))
     if algo == "dpo":
-        from cai_dsl.dpo import run_dpo
+        from cai_dsl.run.train.dpo import run_dpo
 
         result = run_dpo(program, out / "dpo", pairs, policy_adapter=adapter, steps=steps, show_progress=not quiet, log=log)
         last = result.metrics[-1].get("loss") if result.metrics else None
         print(f"DPO: {result.steps} steps on {result.pairs} pairs, last loss {last if last is None else round(float(last), 4)}; "
               f"policy adapter: {result.policy}")
         return
-    from cai_dsl.ppo import PPOConfig, run_ppo
-    from cai_dsl.preference import train_preference_model
+    from cai_dsl.run.train.ppo import PPOConfig, run_ppo
+    from cai_dsl.run.train.reward_model import train_preference_model
 
     if pm:
         pm_dir = Path(pm)
@@ -229,9 +229,9 @@ def eval_feedback_command(
     quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
 ) -> None:
     """Measure the feedback model on labelled comparisons: accuracy, calibration, position bias."""
-    from cai_dsl.artifacts import write_json_atomic
-    from cai_dsl.evaluation import evaluate_feedback, load_comparisons
-    from cai_dsl.feedback import ModelPool, feedback_models_for
+    from cai_dsl.core.artifacts import write_json_atomic
+    from cai_dsl.run.evaluation import evaluate_feedback, load_comparisons
+    from cai_dsl.run.feedback import ModelPool, feedback_models_for
 
     _positive("eval feedback", "--limit", limit)
     if constitution is None and deployment is None:
@@ -270,7 +270,7 @@ def eval_models_command(
     quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
 ) -> None:
     """Base vs SL vs RL: harmlessness and helpfulness win rates and Elo, refusal rate on benign prompts."""
-    from cai_dsl.evaluation import evaluate_models
+    from cai_dsl.run.evaluation import evaluate_models
 
     _positive("eval models", "--limit", limit)
     sl_dir, rl_dir = _adapter("eval models", sl, "--sl"), _adapter("eval models", rl, "--rl")
@@ -300,7 +300,7 @@ def report_command(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="the HTML file [default: RUN/report.html]"),
 ) -> None:
     """Write a self-contained HTML report of an RL-CAI run (plots, label statistics, transcripts)."""
-    from cai_dsl.report import write_report
+    from cai_dsl.pipeline.report import write_report
 
     if not run.is_dir():
         _fail("report", f"{run}: no such run directory")

@@ -18,9 +18,9 @@ from cai_dsl.testing.strategies import ConstitutionErrors, LoadedConstitution, l
 
 def assert_constitution_passes(path) -> LoadedConstitution:
     """Lint ``path`` (errors fail) and run its tests and properties (failures fail)."""
-    from cai_dsl.checker import check
-    from cai_dsl.diagnostics import render_text
-    from cai_dsl.testing.runner import failures_as_diagnostics, run_tests
+    from cai_dsl.check.checker import check
+    from cai_dsl.diagnostics.base import render_text
+    from cai_dsl.check.tests import failures_as_diagnostics, run_tests
 
     loaded = load(path)
     constitution = loaded.constitution
@@ -44,8 +44,8 @@ def load_constitution():
 
 @pytest.fixture
 def lint_constitution():
-    from cai_dsl.checker import check
-    from cai_dsl.resolver import resolve
+    from cai_dsl.check.checker import check
+    from cai_dsl.lang.resolver import resolve
 
     def _lint(path, deployments=None):
         return check(resolve(str(path)), deployments)

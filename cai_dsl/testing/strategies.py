@@ -7,8 +7,8 @@ from pathlib import Path
 
 from hypothesis import strategies as st
 
-from cai_dsl.evaluator import ResolvedPolicy, eval_expr, resolved_policy
-from cai_dsl.resolver import Constitution, resolve
+from cai_dsl.semantics.evaluator import ResolvedPolicy, eval_expr, resolved_policy
+from cai_dsl.lang.resolver import Constitution, resolve
 
 
 class ConstitutionErrors(Exception):
@@ -32,7 +32,7 @@ class LoadedConstitution:
 
 def load(path: str | Path) -> LoadedConstitution:
     """Resolve a `.const` file; raise :class:`ConstitutionErrors` with rendered errors if any."""
-    from cai_dsl.diagnostics import render_text
+    from cai_dsl.diagnostics.base import render_text
 
     constitution = resolve(str(path))
     errors = [d for d in constitution.diagnostics if d.is_error]

@@ -1,0 +1,126 @@
+"""`cai explain`: the resolved policy of a (possibly partial) scenario, with reasons.
+
+For a complete scenario the plain evaluator gives each decision and the rule or
+priority behind it. For a partial scenario the solver says, per principle and
+per behavior, what holds in every completion and what varies (with an example
+completion for each possibility).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import z3
+
+from cai_dsl.check.checker import DeploymentModel, ScenarioSpace
+from cai_dsl.semantics.evaluator import ResolvedPolicy, resolved_policy
+from cai_dsl.lang.resolver import Constitution
+
+
+class ScenarioError(ValueError):
+    """A `--given` text that names an unknown facet or value."""
+
+
+def parse_scenario(text: str, constitution: Constitution) -> dict[str, str]:
+    """Parse ``"topic=medical, risk=high"`` (``==`` also accepted) and validate names."""
+    out: dict[str, str] = {}
+    for part in [p.strip() for p in text.replace(";", ",").split(",") if p.strip()]:
+        if "=" not in part:
+            raise ScenarioError(f"`{part}`: expected facet=value")
+        key, value = (s.strip() for s in part.replace("==", "=").split("=", 1))
+        facet = constitution.facets.get(key)
+        if facet is None:
+            raise ScenarioError(f"unknown facet `{key}`; facets are: {', '.join(sorted(constitution.facets))}")
+        values = [v.name for v in facet.values]
+        if value not in values:
+            raise ScenarioError(f"`{value}` is not a value of `{key}`; values are: {', '.join(values)}")
+        if key in out and out[key] != value:
+            raise ScenarioError(f"facet `{key}` is given twice")
+        out[key] = value
+    return out
+
+
+@dataclass
+class Possibility:
+    status: str
+    example: dict[str, str]
+
+
+@dataclass
+class Explanation:
+    deployment: str
+    given: dict[str, str]
+    complete: bool
+    reachable: bool
+    policy: ResolvedPolicy | None = None  # complete scenarios
+    always_active: list[str] = field(default_factory=list)
+    sometimes_active: list[str] = field(default_factory=list)
+    behaviors: dict[str, list[Possibility]] = field(default_factory=dict)  # partial scenarios
+
+    def to_json(self) -> dict:
+        out: dict = {
+            "deployment": self.deployment,
+            "given": self.given,
+            "complete": self.complete,
+            "reachable": self.reachable,
+        }
+        if self.policy is not None:
+            out["active"] = self.policy.active
+            out["behaviors"] = {
+                name: {"status": d.status, "decided_by": d.reasons, "preferred_by": d.preferred_by}
+                for name, d in self.policy.decisions.items()
+            }
+            out["wins"] = [{"winner": w, "loser": lo, "why": why} for w, lo, why in self.policy.wins]
+            out["unresolved"] = [
+                {"first": c.first, "second": c.second, "behaviors": list(c.behaviors)} for c in self.policy.unresolved
+            ]
+        else:
+            out["always_active"] = self.always_active
+            out["sometimes_active"] = self.sometimes_active
+            out["behaviors"] = {
+                name: {
+                    "holds_in_every_completion": len(poss) == 1,
+                    "possible": [{"status": p.status, "example": p.example} for p in poss],
+                }
+                for name, poss in self.behaviors.items()
+            }
+        return out
+
+
+def explain(constitution: Constitution, deployment_name: str, given: dict[str, str]) -> Explanation:
+    """Explain the policy of ``deployment_name`` where ``given`` holds."""
+    deployment = constitution.deployments[deployment_name]
+    space = ScenarioSpace(constitution)
+    model = DeploymentModel(space, deployment)
+    fixed = space.scenario_constraint(given)
+    complete = set(given) >= set(constitution.facets)
+    reachable = model.sat(fixed) is not None
+    result = Explanation(deployment_name, dict(given), complete, reachable)
+    if not reachable:
+        return result
+    if complete:
+        result.policy = resolved_policy(constitution, deployment, given)
+        return result
+    for pid in model.principles:
+        cond = model.cond[pid]
+        if model.sat(fixed, cond) is None:
+            continue
+        if model.sat(fixed, z3.Not(cond)) is None:
+            result.always_active.append(pid)
+        else:
+            result.sometimes_active.append(pid)
+    for behavior in constitution.behaviors:
+        forbidden = model.forbidden(behavior)
+        required = model.required(behavior)
+        options = {
+            "forbidden": forbidden,
+            "required": required,
+            "free": z3.And(z3.Not(forbidden), z3.Not(required)),
+        }
+        possible = []
+        for status, formula in options.items():
+            m = model.sat(fixed, formula)
+            if m is not None:
+                possible.append(Possibility(status, space.scenario(m)))
+        result.behaviors[behavior] = possible
+    return result

@@ -1,0 +1,410 @@
+"""Typed abstract syntax tree of a `.const` file.
+
+Every node is a frozen pydantic model carrying the :class:`Span` it was parsed
+from. Lists are tuples so nodes are hashable and immutable. Union members carry
+a ``kind`` literal so the JSON dump (``cai parse --json``) is self-describing and
+loads back into the same models.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Callable, Iterator, Literal, TypeVar, Union
+
+T = TypeVar("T")
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from cai_dsl.core.source import Span
+
+
+NO_SPAN = Span(file="<generated>", line=0, column=0, end_line=0, end_column=0)
+
+
+class Node(BaseModel):
+    """Base of every AST node."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    span: Span = NO_SPAN
+
+
+class Ident(Node):
+    """A name as written, e.g. a facet, a value, a behavior or a dotted principle id."""
+
+    kind: Literal["ident"] = "ident"
+    name: str
+
+
+class Text(Node):
+    """A string literal, already unescaped; ``triple`` records the quoting style."""
+
+    kind: Literal["text"] = "text"
+    value: str
+    triple: bool = False
+
+
+# ---------------------------------------------------------------- expressions
+
+
+class BoolLiteral(Node):
+    kind: Literal["bool"] = "bool"
+    value: bool
+
+
+class Comparison(Node):
+    """``facet OP value`` where OP is one of == != < <= > >=."""
+
+    kind: Literal["comparison"] = "comparison"
+    facet: Ident
+    op: Literal["==", "!=", "<", "<=", ">", ">="]
+    value: Ident
+
+
+class Membership(Node):
+    """``facet in {a, b}`` or, when ``negated``, ``facet not in {a, b}``."""
+
+    kind: Literal["membership"] = "membership"
+    facet: Ident
+    values: tuple[Ident, ...]
+    negated: bool = False
+
+
+class Not(Node):
+    kind: Literal["not"] = "not"
+    operand: Expr
+
+
+class And(Node):
+    kind: Literal["and"] = "and"
+    operands: tuple[Expr, ...]
+
+
+class Or(Node):
+    kind: Literal["or"] = "or"
+    operands: tuple[Expr, ...]
+
+
+Expr = Annotated[
+    Union[BoolLiteral, Comparison, Membership, Not, And, Or], Field(discriminator="kind")
+]
+Not.model_rebuild()
+And.model_rebuild()
+Or.model_rebuild()
+
+
+def iter_expr(expr: Expr) -> Iterator[Expr]:
+    """Yield ``expr`` and all its sub-expressions, outermost first (iteratively)."""
+    stack = [expr]
+    while stack:
+        node = stack.pop()
+        yield node
+        if isinstance(node, Not):
+            stack.append(node.operand)
+        elif isinstance(node, (And, Or)):
+            stack.extend(reversed(node.operands))
+
+
+def fold_expr(expr: Expr, combine: "Callable[[Expr, list], T]") -> "T":
+    """Fold ``expr`` bottom-up without recursion: ``combine(node, child_values)`` gives
+    each node's value from its operands' values (empty for comparisons and literals)."""
+    results: dict[int, object] = {}
+    stack: list[tuple[Expr, bool]] = [(expr, False)]
+    while stack:
+        node, expanded = stack.pop()
+        children = (node.operand,) if isinstance(node, Not) else node.operands if isinstance(node, (And, Or)) else ()
+        if children and not expanded:
+            stack.append((node, True))
+            stack.extend((c, False) for c in children)
+            continue
+        results[id(node)] = combine(node, [results[id(c)] for c in children])
+    return results[id(expr)]  # type: ignore[return-value]
+
+
+# ------------------------------------------------------------- declarations
+
+
+class Header(Node):
+    kind: Literal["header"] = "header"
+    name: Text
+    version: Text | None = None
+
+
+class Source(Node):
+    kind: Literal["source"] = "source"
+    text: Text
+
+
+class Import(Node):
+    kind: Literal["import"] = "import"
+    path: Text
+
+
+class Facet(Node):
+    """A scenario dimension; ``ordered`` facets list their values low to high."""
+
+    kind: Literal["facet"] = "facet"
+    name: Ident
+    values: tuple[Ident, ...]
+    ordered: bool = False
+
+
+class Behavior(Node):
+    kind: Literal["behavior"] = "behavior"
+    name: Ident
+    description: Text | None = None
+
+
+class Exclusive(Node):
+    """At most one of ``members`` holds in a response."""
+
+    kind: Literal["exclusive"] = "exclusive"
+    members: tuple[Ident, ...]
+
+
+EffectKind = Literal["require", "forbid", "prefer"]
+
+
+class Effect(Node):
+    kind: Literal["effect"] = "effect"
+    effect: EffectKind
+    behaviors: tuple[Ident, ...]
+
+
+class Weight(Node):
+    kind: Literal["weight"] = "weight"
+    value: float
+    literal: str  # as written, so the formatter keeps "2.0" as "2.0"
+
+
+class Tags(Node):
+    kind: Literal["tags"] = "tags"
+    names: tuple[Ident, ...]
+
+
+class Example(Node):
+    """A critique/revision few-shot: prompt, response, critique, revision."""
+
+    kind: Literal["example"] = "example"
+    prompt: Text | None = None
+    response: Text | None = None
+    critique: Text | None = None
+    revision: Text | None = None
+
+
+class CompareExample(Node):
+    """A labelled comparison: which of responses ``a`` and ``b`` is better."""
+
+    kind: Literal["compare_example"] = "compare_example"
+    prompt: Text | None = None
+    a: Text | None = None
+    b: Text | None = None
+    better: Ident | None = None
+
+
+class PrincipleBody(Node):
+    """The fields of a principle (or of an ``override``; absent fields stay None)."""
+
+    critique: Text | None = None
+    revise: Text | None = None
+    compare: Text | None = None
+    when: Expr | None = None
+    effects: tuple[Effect, ...] = ()
+    weight: Weight | None = None
+    tags: Tags | None = None
+    examples: tuple[Annotated[Union[Example, CompareExample], Field(discriminator="kind")], ...] = ()
+
+    def effect_behaviors(self, effect: EffectKind) -> tuple[str, ...]:
+        """Names of the behaviors this body requires, forbids or prefers."""
+        return tuple(b.name for e in self.effects if e.effect == effect for b in e.behaviors)
+
+    @property
+    def tag_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.tags.names) if self.tags else ()
+
+
+class Principle(PrincipleBody):
+    kind: Literal["principle"] = "principle"
+    id: Ident
+
+
+class Selector(Node):
+    """A reference to principles: an id or group name, a glob (``harm.*``), or a ``#tag``."""
+
+    kind: Literal["selector"] = "selector"
+    form: Literal["name", "glob", "tag"]
+    text: str
+
+
+class Group(Node):
+    kind: Literal["group"] = "group"
+    name: Ident
+    members: tuple[Selector, ...]
+
+
+class Priority(Node):
+    """``priority a > b, c > d``: each level outranks every later level."""
+
+    kind: Literal["priority"] = "priority"
+    levels: tuple[tuple[Selector, ...], ...]
+
+
+class ConflictBranch(Node):
+    kind: Literal["conflict_branch"] = "conflict_branch"
+    condition: Expr
+    winner: Ident
+
+
+class Conflict(Node):
+    kind: Literal["conflict"] = "conflict"
+    left: Ident
+    right: Ident
+    branches: tuple[ConflictBranch, ...] = ()
+    otherwise: Ident | None = None
+
+
+class Include(Node):
+    kind: Literal["include"] = "include"
+    selectors: tuple[Selector, ...]
+
+
+class Exclude(Node):
+    kind: Literal["exclude"] = "exclude"
+    selectors: tuple[Selector, ...]
+
+
+class Assume(Node):
+    kind: Literal["assume"] = "assume"
+    condition: Expr
+
+
+class Override(PrincipleBody):
+    kind: Literal["override"] = "override"
+    target: Ident
+
+
+SettingValue = Union[bool, int, float, str]
+
+
+class Setting(Node):
+    """``set key = value``; ``value_form`` says how it was written."""
+
+    kind: Literal["setting"] = "setting"
+    key: Ident
+    value: SettingValue
+    value_form: Literal["number", "string", "bool", "name"]
+    literal: str  # as written, so the formatter keeps the number's spelling
+
+
+DeploymentItem = Annotated[
+    Union[Include, Exclude, Assume, Priority, Override, Setting], Field(discriminator="kind")
+]
+
+
+class Deployment(Node):
+    kind: Literal["deployment"] = "deployment"
+    name: Ident
+    extends: Ident | None = None
+    items: tuple[DeploymentItem, ...] = ()
+
+
+ExpectationKind = Literal[
+    "require", "forbid", "prefer", "not_require", "not_forbid", "not_prefer", "winner", "active", "not_active"
+]
+
+
+class Expectation(Node):
+    """One ``expect`` line: about a behavior, a winner pair, or a principle being active."""
+
+    kind: Literal["expectation"] = "expectation"
+    expect: ExpectationKind
+    subject: Ident  # the behavior, the winner, or the principle
+    other: Ident | None = None  # the loser, for ``winner X over Y``
+
+
+class TestCase(Node):
+    kind: Literal["test"] = "test"
+    name: Text
+    deployment: Ident
+    given: Expr | None = None
+    expectations: tuple[Expectation, ...] = ()
+
+
+class PropertyCase(Node):
+    kind: Literal["property"] = "property"
+    name: Text
+    deployment: Ident
+    forall: Expr
+    expectations: tuple[Expectation, ...] = ()
+
+
+Item = Annotated[
+    Union[
+        Header,
+        Source,
+        Import,
+        Facet,
+        Behavior,
+        Exclusive,
+        Principle,
+        Group,
+        Priority,
+        Conflict,
+        Deployment,
+        TestCase,
+        PropertyCase,
+    ],
+    Field(discriminator="kind"),
+]
+
+
+class Comment(Node):
+    """A ``# ...`` comment; ``trailing`` when code precedes it on its line."""
+
+    kind: Literal["comment"] = "comment"
+    text: str
+    trailing: bool = False
+
+
+class ConstitutionFile(Node):
+    """One parsed file: its items in source order, and its comments."""
+
+    kind: Literal["file"] = "file"
+    path: str
+    items: tuple[Item, ...] = ()
+    comments: tuple[Comment, ...] = ()
+
+    def of_kind(self, cls: type[Node]) -> list:
+        return [item for item in self.items if isinstance(item, cls)]
+
+    @property
+    def header(self) -> Header | None:
+        headers = self.of_kind(Header)
+        return headers[0] if headers else None
+
+    @property
+    def imports(self) -> list[Import]:
+        return self.of_kind(Import)
+
+    @property
+    def principles(self) -> list[Principle]:
+        return self.of_kind(Principle)
+
+    @property
+    def deployments(self) -> list[Deployment]:
+        return self.of_kind(Deployment)
+
+
+def strip_spans(data: object) -> object:
+    """A model dump with every ``span`` removed (to compare ASTs ignoring layout)."""
+    if isinstance(data, BaseModel):
+        data = data.model_dump(mode="json", exclude={"comments"} if isinstance(data, ConstitutionFile) else None)
+    stack: list[object] = [data]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            for layout_key in ("span", "path", "triple", "literal"):
+                node.pop(layout_key, None)
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return data

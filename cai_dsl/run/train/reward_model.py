@@ -1,0 +1,708 @@
+"""The preference model (PM): a scalar reward head on the base model with a LoRA adapter, trained on AI labels.
+
+Model. ``AutoModelForSequenceClassification(num_labels=1)`` on the base model (the policy's base unless the
+target's ``reward_model.base`` names another), a LoRA adapter on the attention projections and the new linear
+``score`` head, pooled at the last non-pad token (transformers' rule). The input is the conversation and the
+response rendered with the tokenizer's chat template (:func:`pm_input_ids`), the same for training and for
+scoring during PPO.
+
+Loss. trl's ``RewardTrainer`` (1.x) has a ``margin`` hook but no soft-label hook, so
+:class:`SoftLabelRewardTrainer` subclasses it and overrides ``compute_loss`` (and the collator, to carry each
+pair's probability): binary cross-entropy on the soft label ``p`` = P(chosen better),
+
+    loss = -p * logsigmoid(r_c - r_r) - (1 - p) * logsigmoid(r_r - r_c)
+
+(:func:`soft_preference_loss`; ``p = 1`` gives trl's usual ``-logsigmoid(r_c - r_r)``).
+
+Hybrid RLHF + CAI. Human preference pairs (a TRL preference JSONL: ``prompt``/``chosen``/``rejected``, or
+Anthropic HH transcripts) get ``p = 1`` and are mixed into the AI-labelled pairs so that they make up
+``human_fraction`` of the training mix (:func:`mix_pairs`).
+
+Saved layout (``DIR``, written to a temporary folder and renamed into place): ``adapter_config.json`` +
+``adapter_model.safetensors`` (the LoRA weights as a *causal-LM* adapter, so PPO can load them onto the same
+base as the policy, as a second adapter), ``score_head.safetensors`` (the head), ``pm.json`` (base, metrics).
+:class:`RewardScorer` scores with it on any causal-LM copy of the base (PPO: the policy's own base, adapter
+``reward``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cai_dsl.run.feedback import RLAIFError, progress, quiet_transformers, read_jsonl, split_of
+
+__all__ = [
+    "PMResult",
+    "PreferencePair",
+    "RewardScorer",
+    "load_pairs",
+    "mix_pairs",
+    "parse_pair",
+    "parse_transcript",
+    "pm_input_ids",
+    "reward_trainer_classes",
+    "soft_preference_loss",
+    "train_preference_model",
+]
+
+PM_FORMAT = 1
+HEAD_FILE = "score_head.safetensors"
+META_FILE = "pm.json"
+
+
+# ---------------------------------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    """One preference: ``conversation`` (a prompt string or a list of user/assistant turns ending with a user
+    turn), the ``chosen`` and ``rejected`` responses, ``probability`` = P(chosen better), where it came from."""
+
+    id: str
+    conversation: Any
+    chosen: str
+    rejected: str
+    probability: float = 1.0
+    source: str = "ai"
+    origin: str = ""
+    principles: tuple[str, ...] = ()
+
+
+_TURN_RE = re.compile(r"(?:^|\n\n)(Human|Assistant):[ \t]?")
+
+
+def parse_transcript(text: str) -> tuple[list[dict[str, str]], str] | None:
+    """Split an Anthropic HH transcript ("\\n\\nHuman: ...\\n\\nAssistant: ...") into (turns before the last
+    assistant turn, last assistant text); None when it has no final assistant turn after a human turn."""
+    marks = list(_TURN_RE.finditer(text))
+    if len(marks) < 2 or marks[-1].group(1) != "Assistant":
+        return None
+    turns = []
+    for i, m in enumerate(marks):
+        end = marks[i + 1].start() if i + 1 < len(marks) else len(text)
+        role = "user" if m.group(1) == "Human" else "assistant"
+        turns.append({"role": role, "content": text[m.end() : end].strip()})
+    *context, last = turns
+    if not context or context[-1]["role"] != "user":
+        return None
+    return context, last["content"]
+
+
+def _messages(value: Any, where: str, name: str) -> list[dict[str, str]] | None:
+    if not isinstance(value, list):
+        return None
+    out = []
+    for m in value:
+        if not isinstance(m, dict) or not isinstance(m.get("content"), str) or m.get("role") not in ("user", "assistant", "system"):
+            raise RLAIFError(f"{where}: `{name}` must be a list of {{role, content}} messages")
+        out.append({"role": m["role"], "content": m["content"]})
+    return out
+
+
+def _conversation(msgs: list[dict[str, str]]) -> Any:
+    turns = [m for m in msgs if m["role"] != "system"]
+    if len(turns) == 1 and turns[0]["role"] == "user":
+        return turns[0]["content"]
+    return turns
+
+
+def parse_pair(obj: dict, where: str) -> tuple[Any, str, str, float]:
+    """``(conversation, better, worse, probability)`` of one preference record, in any supported format:
+
+    * ``cai label`` records and TRL explicit-prompt preferences: ``prompt`` (string or messages), ``chosen``,
+      ``rejected`` (strings or one assistant message each); ``probability`` is read when present, else 1;
+    * TRL implicit-prompt preferences: ``chosen``/``rejected`` message lists sharing the conversation;
+    * Anthropic transcripts (HH-RLHF ``chosen``/``rejected``, or ``text_correct``/``text_incorrect``):
+      "Human: ... Assistant: ..." texts whose last assistant turn is the response.
+    """
+    if "text_correct" in obj or "text_incorrect" in obj:
+        good, bad = obj.get("text_correct"), obj.get("text_incorrect")
+        names = ("text_correct", "text_incorrect")
+    else:
+        good, bad = obj.get("chosen"), obj.get("rejected")
+        names = ("chosen", "rejected")
+    if good is None or bad is None:
+        raise RLAIFError(
+            f"{where}: expected `prompt`/`chosen`/`rejected` (TRL preference), `text_correct`/`text_incorrect`, "
+            f"or `prompt`/`corrects`/`incorrects`; found keys {sorted(obj)}"
+        )
+    prob = obj.get("probability", 1.0)
+    if not isinstance(prob, (int, float)) or isinstance(prob, bool) or not 0.0 <= float(prob) <= 1.0 or math.isnan(prob):
+        raise RLAIFError(f"{where}: `probability` must be a number in [0, 1]")
+    prompt = obj.get("prompt")
+    good_msgs, bad_msgs = _messages(good, where, names[0]), _messages(bad, where, names[1])
+    if prompt is not None:
+        conv_msgs = _messages(prompt, where, "prompt")
+        if conv_msgs is not None:
+            conversation = _conversation(conv_msgs)
+        elif isinstance(prompt, str):
+            parsed = parse_transcript(prompt + "\n\nAssistant: x") if "Human:" in prompt else None
+            conversation = _conversation(parsed[0]) if parsed else prompt
+        else:
+            raise RLAIFError(f"{where}: `prompt` must be a string or a list of messages")
+        responses = []
+        for value, msgs, name in ((good, good_msgs, names[0]), (bad, bad_msgs, names[1])):
+            if msgs is not None:
+                if len(msgs) != 1 or msgs[0]["role"] != "assistant":
+                    raise RLAIFError(f"{where}: `{name}` must be one assistant message when `prompt` is given")
+                responses.append(msgs[0]["content"])
+            elif isinstance(value, str):
+                responses.append(value)
+            else:
+                raise RLAIFError(f"{where}: `{name}` must be a string or a list of messages")
+        return conversation, responses[0], responses[1], float(prob)
+    if good_msgs is not None and bad_msgs is not None:
+        if not good_msgs or not bad_msgs or good_msgs[-1]["role"] != "assistant" or bad_msgs[-1]["role"] != "assistant":
+            raise RLAIFError(f"{where}: implicit-prompt `{names[0]}`/`{names[1]}` must end with an assistant message")
+        if good_msgs[:-1] != bad_msgs[:-1]:
+            raise RLAIFError(f"{where}: `{names[0]}` and `{names[1]}` must share the same conversation before the last turn")
+        return _conversation(good_msgs[:-1]), good_msgs[-1]["content"], bad_msgs[-1]["content"], float(prob)
+    if isinstance(good, str) and isinstance(bad, str):
+        a, b = parse_transcript(good), parse_transcript(bad)
+        if a is None or b is None:
+            raise RLAIFError(
+                f"{where}: without a `prompt`, `{names[0]}`/`{names[1]}` must be transcripts ending with an "
+                "\"Assistant:\" turn (Anthropic HH format) or message lists"
+            )
+        return _conversation(a[0]), a[1], b[1], float(prob)
+    raise RLAIFError(f"{where}: `{names[0]}`/`{names[1]}` must be strings or lists of messages")
+
+
+def load_pairs(path: str | os.PathLike[str], source: str = "ai") -> list[PreferencePair]:
+    """Read preference pairs from a JSONL file (``cai label`` output or TRL/Anthropic formats, see :func:`parse_pair`)."""
+    pairs = []
+    for number, obj in read_jsonl(path):
+        where = f"{path}:{number}"
+        conversation, chosen, rejected, prob = parse_pair(obj, where)
+        principles = obj.get("principles") or ()
+        pairs.append(
+            PreferencePair(
+                id=str(obj.get("id", f"{Path(path).name}:{number}")),
+                conversation=conversation,
+                chosen=chosen,
+                rejected=rejected,
+                probability=prob,
+                source=source,
+                origin=where,
+                principles=tuple(principles) if isinstance(principles, list) else (),
+            )
+        )
+    if not pairs:
+        raise RLAIFError(f"{path}: no preference pairs")
+    return pairs
+
+
+def mix_pairs(ai: Sequence[PreferencePair], human: Sequence[PreferencePair], human_fraction: float, seed: int = 0) -> list[PreferencePair]:
+    """Hybrid RLHF + CAI: the AI pairs plus enough human pairs (sampled with ``seed``, without replacement) that
+    they make up ``human_fraction`` of the mix (fewer if there are not enough). ``human_fraction`` 1 keeps only
+    the human pairs; 0 only the AI pairs."""
+    import random
+
+    if not 0.0 <= human_fraction <= 1.0:
+        raise RLAIFError("the human fraction must be in [0, 1]")
+    if human_fraction == 0.0 or not human:
+        return list(ai)
+    if human_fraction == 1.0 or not ai:
+        return list(human)
+    wanted = round(len(ai) * human_fraction / (1.0 - human_fraction))
+    picked = random.Random(seed).sample(list(human), min(wanted, len(human)))
+    return list(ai) + picked
+
+
+# ---------------------------------------------------------------------------------------------------- inputs
+
+
+def _neutral(text: str) -> str:
+    from cai_dsl.compile.ir import neutralize
+
+    return neutralize(text, "model")
+
+
+def pm_text(tokenizer: Any, conversation: Any, response: str) -> str:
+    """The text the PM reads: the conversation and the response, rendered with the tokenizer's chat template
+    (control tokens inside the texts neutralised); a plain "User:/Assistant:" transcript without a template."""
+    if isinstance(conversation, str):
+        msgs = [{"role": "user", "content": _neutral(conversation)}]
+    else:
+        msgs = [{"role": m["role"], "content": _neutral(m["content"])} for m in conversation]
+    msgs.append({"role": "assistant", "content": _neutral(response)})
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(msgs, tokenize=False)
+    text = "".join(f"{m['role'].capitalize()}: {m['content']}\n\n" for m in msgs)
+    return text + (tokenizer.eos_token or "")
+
+
+def pm_input_ids(tokenizer: Any, conversation: Any, response: str, max_len: int) -> list[int]:
+    """Token ids of :func:`pm_text`, keeping the last ``max_len`` tokens (the response end matters most)."""
+    from cai_dsl.run.backends.base import prompt_ids
+
+    ids = prompt_ids(tokenizer, pm_text(tokenizer, conversation, response))
+    return ids[-max_len:] if len(ids) > max_len else ids
+
+
+# ---------------------------------------------------------------------------------------------------- loss
+
+
+def soft_preference_loss(r_chosen: Any, r_rejected: Any, probability: Any) -> Any:
+    """Mean binary cross-entropy of the soft label: ``-p*logsigmoid(rc - rr) - (1-p)*logsigmoid(rr - rc)``."""
+    import torch.nn.functional as F
+
+    d = r_chosen - r_rejected
+    p = probability.to(d.dtype)
+    return (-p * F.logsigmoid(d) - (1.0 - p) * F.logsigmoid(-d)).mean()
+
+
+def reward_trainer_classes():
+    """The trl subclasses (defined lazily: importing trl is slow)."""
+    import torch
+    from trl import RewardTrainer
+    from trl.trainer.reward_trainer import DataCollatorForPreference
+
+    class SoftPreferenceCollator(DataCollatorForPreference):
+        """trl's preference collator, plus each pair's ``probability``."""
+
+        def torch_call(self, examples):
+            out = super().torch_call(examples)
+            out["probability"] = torch.tensor([float(e.get("probability", 1.0)) for e in examples], dtype=torch.float)
+            return out
+
+    class SoftLabelRewardTrainer(RewardTrainer):
+        """``RewardTrainer`` whose loss is the soft-label binary cross-entropy (:func:`soft_preference_loss`)."""
+
+        def _set_signature_columns_if_needed(self):
+            if self._signature_columns is None:
+                self._signature_columns = ["chosen_ids", "rejected_ids", "probability"]
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            mode = "train" if self.model.training else "eval"
+            inputs = dict(inputs)
+            probability = inputs.pop("probability")
+            inputs.pop("margin", None)
+            inputs["use_cache"] = False
+            outputs = model(**inputs)
+            rewards_chosen, rewards_rejected = torch.chunk(outputs.logits.squeeze(-1), chunks=2)
+            loss = soft_preference_loss(rewards_chosen, rewards_rejected, probability.to(rewards_chosen.device))
+            with torch.no_grad():
+                self._metrics[mode]["mean_reward"].append(outputs.logits.mean().item())
+                self._metrics[mode]["accuracy"].append((rewards_chosen > rewards_rejected).float().mean().item())
+                self._metrics[mode]["margin"].append((rewards_chosen - rewards_rejected).mean().item())
+            return (loss, outputs) if return_outputs else loss
+
+    return SoftPreferenceCollator, SoftLabelRewardTrainer
+
+
+def __getattr__(name: str) -> Any:  # SoftLabelRewardTrainer without importing trl at module import
+    if name == "SoftLabelRewardTrainer":
+        return reward_trainer_classes()[1]
+    raise AttributeError(name)
+
+
+# ---------------------------------------------------------------------------------------------------- training
+
+
+@dataclass(frozen=True)
+class PMResult:
+    """A trained preference model: where it is, the data sizes, held-out pairwise accuracy and loss, time."""
+
+    path: Path
+    train_pairs: int
+    eval_pairs: int
+    human_pairs: int
+    accuracy: float | None
+    eval_loss: float | None
+    train_accuracy: float | None
+    steps: int
+    seconds: float
+    reused: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        """The result as JSON data (``pm.json``'s ``result``)."""
+        return {
+            "path": str(self.path),
+            "train_pairs": self.train_pairs,
+            "eval_pairs": self.eval_pairs,
+            "human_pairs": self.human_pairs,
+            "accuracy": self.accuracy,
+            "eval_loss": self.eval_loss,
+            "train_accuracy": self.train_accuracy,
+            "steps": self.steps,
+            "seconds": round(self.seconds, 2),
+        }
+
+
+def _lora(params: dict[str, Any], task_type: str):
+    from peft import LoraConfig
+
+    lora = params.get("lora") or {}
+    return LoraConfig(
+        task_type=task_type,
+        r=int(lora.get("r", 16)),
+        lora_alpha=int(lora.get("alpha", 32)),
+        lora_dropout=float(lora.get("dropout", 0.05)),
+        target_modules=list(lora.get("target_modules", ("q_proj", "k_proj", "v_proj", "o_proj"))),
+    )
+
+
+def _pm_fingerprint(pairs: Sequence[PreferencePair], base_dir: Path, params: dict, max_steps: int | None, seed: int) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    digest.update(json.dumps([str(base_dir), params, max_steps, seed], sort_keys=True, default=str).encode())
+    for p in pairs:
+        digest.update(json.dumps([p.id, p.conversation, p.chosen, p.rejected, p.probability, p.source], default=str).encode())
+    return digest.hexdigest()
+
+
+def train_preference_model(
+    pairs: Sequence[PreferencePair],
+    out_dir: str | os.PathLike[str],
+    *,
+    base_spec: str,
+    params: dict[str, Any],
+    max_steps: int | None = None,
+    eval_fraction: float = 0.2,
+    seed: int = 0,
+    device: str = "cpu",
+    dtype: str = "float32",
+    show_progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> PMResult:
+    """Train the PM on ``pairs`` (soft labels) with LoRA and save it to ``out_dir`` (atomically).
+
+    ``params`` is the target's ``reward_model`` table (learning rate, epochs, batch size, max_seq_len, lora);
+    ``max_steps`` caps the optimizer steps. A stable ~``eval_fraction`` of the pairs (by id) is held out and the
+    pairwise accuracy on it reported (pairs labelled exactly 0.5 have no preferred side and are not counted).
+    A finished PM with the same data and settings in ``out_dir`` is reused, not retrained.
+    """
+    import torch
+    from datasets import Dataset
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+    from transformers import AutoModelForSequenceClassification
+    from trl import RewardConfig
+
+    from cai_dsl.run.loading import ModelError, load_tokenizer, resolve_model_dir
+
+    out = Path(out_dir)
+    usable = [p for p in pairs if p.chosen != p.rejected]
+    if len(usable) < 2:
+        raise RLAIFError(f"the preference model needs at least 2 pairs with different responses, got {len(usable)}")
+    try:
+        base_dir = resolve_model_dir(base_spec)
+        tokenizer = load_tokenizer(base_dir)
+    except ModelError as exc:
+        raise RLAIFError(str(exc)) from None
+    fingerprint = _pm_fingerprint(usable, base_dir, params, max_steps, seed)
+    meta_path = out / META_FILE
+    if meta_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except ValueError:
+            meta = {}
+        if meta.get("fingerprint") == fingerprint:
+            r = meta.get("result", {})
+            return PMResult(out, r.get("train_pairs", 0), r.get("eval_pairs", 0), r.get("human_pairs", 0),
+                            r.get("accuracy"), r.get("eval_loss"), r.get("train_accuracy"), r.get("steps", 0), 0.0, True)
+    started = time.perf_counter()
+    held = [p for p in usable if split_of(p.id, eval_fraction, salt="pm") == "eval"]
+    train = [p for p in usable if split_of(p.id, eval_fraction, salt="pm") != "eval"]
+    if not held:
+        held, train = train[-1:], train[:-1]
+    if not train:
+        train, held = held[:-1], held[-1:]
+    max_len = int(params.get("max_seq_len", 512))
+
+    def row(p: PreferencePair) -> dict[str, Any]:
+        return {
+            "chosen_ids": pm_input_ids(tokenizer, p.conversation, p.chosen, max_len),
+            "rejected_ids": pm_input_ids(tokenizer, p.conversation, p.rejected, max_len),
+            "probability": float(p.probability),
+        }
+
+    collator_cls, trainer_cls = reward_trainer_classes()
+    with quiet_transformers():
+        torch.manual_seed(seed)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            str(base_dir), num_labels=1, dtype=torch.float32 if dtype == "float32" else "auto",
+            local_files_only=True, trust_remote_code=False, use_safetensors=True,
+        )
+    model.config.pad_token_id = tokenizer.pad_token_id
+    batch = int(params.get("batch_size", 8))
+    tmp_root = Path(tempfile.mkdtemp(prefix=".pm-", dir=_ensure_parent(out)))
+    try:
+        with quiet_transformers():
+            args = RewardConfig(
+                output_dir=str(tmp_root / "trainer"),
+                per_device_train_batch_size=batch,
+                per_device_eval_batch_size=batch,
+                learning_rate=float(params.get("learning_rate", 1e-4)),
+                num_train_epochs=float(params.get("epochs", 1)),
+                max_steps=int(max_steps) if max_steps else -1,
+                logging_steps=1,
+                save_strategy="no",
+                report_to=[],
+                use_cpu=device == "cpu",
+                bf16=dtype == "bfloat16" and device != "cpu",
+                seed=seed,
+                data_seed=seed,
+                max_length=None,
+                disable_tqdm=True,
+                dataloader_num_workers=0,
+                center_rewards_coefficient=None,
+            )
+            trainer = trainer_cls(
+                model=model,
+                args=args,
+                train_dataset=Dataset.from_list([row(p) for p in train]),
+                processing_class=tokenizer,
+                data_collator=collator_cls(pad_token_id=tokenizer.pad_token_id),
+                peft_config=_lora(params, "SEQ_CLS"),
+            )
+            quiet_trainer(trainer, trainer_progress("preference model", enabled=show_progress))
+            if log:
+                log(f"training the preference model on {len(train)} pairs "
+                    f"({sum(p.source == 'human' for p in train)} human), {len(held)} held out")
+            trainer.train()
+        history = [h for h in trainer.state.log_history if "accuracy" in h]
+        train_acc = history[-1]["accuracy"] if history else None
+        pm = trainer.model
+        pm.eval()
+        accuracy, eval_loss = _pairwise_accuracy(pm, tokenizer, held, max_len, batch)
+        # export: LoRA weights as a causal-LM adapter + the score head
+        state = get_peft_model_state_dict(pm)
+        head = {k: v for k, v in state.items() if ".score." in k or k.endswith("score.weight")}
+        lora = {k: v.detach().contiguous() for k, v in state.items() if k not in head}
+        if len(head) != 1:
+            raise RLAIFError(f"unexpected preference-model head weights: {sorted(head)}")
+        final = tmp_root / "pm"
+        final.mkdir()
+        _lora(params, "CAUSAL_LM").save_pretrained(str(final))
+        cfg_path = final / "adapter_config.json"
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+        cfg["base_model_name_or_path"] = str(base_dir)
+        cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        save_file(lora, str(final / "adapter_model.safetensors"))
+        save_file({"weight": next(iter(head.values())).detach().contiguous()}, str(final / HEAD_FILE))
+        result = PMResult(out, len(train), len(held), sum(p.source == "human" for p in usable), accuracy, eval_loss,
+                          train_acc, int(trainer.state.global_step), time.perf_counter() - started)
+        meta = {"format": PM_FORMAT, "base": base_spec, "base_dir": str(base_dir), "max_seq_len": max_len,
+                "fingerprint": fingerprint, "result": result.to_json(), "history": trainer.state.log_history}
+        (final / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+        _replace_dir(final, out)
+    finally:
+        shutil.rmtree(tmp_root, ignore_errors=True)
+    return result
+
+
+def _ensure_parent(out: Path) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return out.parent
+
+
+def _replace_dir(new: Path, final: Path) -> None:
+    """Move the finished directory ``new`` to ``final`` (the old one, if any, is removed only afterwards)."""
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, old)
+    os.replace(new, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _pairwise_accuracy(pm: Any, tokenizer: Any, pairs: Sequence[PreferencePair], max_len: int, batch: int) -> tuple[float | None, float | None]:
+    """Held-out accuracy (r_chosen > r_rejected; pairs at exactly 0.5 skipped) and mean soft BCE."""
+    import torch
+
+    if not pairs:
+        return None, None
+    rewards_c, rewards_r = [], []
+    with torch.no_grad():
+        for i in range(0, len(pairs), batch):
+            chunk = pairs[i : i + batch]
+            seqs = [pm_input_ids(tokenizer, p.conversation, p.chosen, max_len) for p in chunk]
+            seqs += [pm_input_ids(tokenizer, p.conversation, p.rejected, max_len) for p in chunk]
+            ids, mask = _right_pad(seqs, tokenizer.pad_token_id)
+            logits = pm(input_ids=ids, attention_mask=mask, use_cache=False).logits.squeeze(-1)
+            rewards_c += logits[: len(chunk)].tolist()
+            rewards_r += logits[len(chunk) :].tolist()
+    rc, rr = torch.tensor(rewards_c), torch.tensor(rewards_r)
+    probs = torch.tensor([p.probability for p in pairs])
+    loss = float(soft_preference_loss(rc, rr, probs))
+    counted = [(c > r) for c, r, p in zip(rewards_c, rewards_r, pairs) if p.probability != 0.5]
+    accuracy = sum(counted) / len(counted) if counted else None
+    return accuracy, loss
+
+
+def _right_pad(seqs: Sequence[Sequence[int]], pad_id: int):
+    import torch
+
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(list(s), dtype=torch.long)
+        mask[i, : len(s)] = 1
+    return ids, mask
+
+
+# ---------------------------------------------------------------------------------------------------- scoring
+
+
+def _active_adapter(peft_model: Any) -> Any:
+    active = peft_model.active_adapter
+    return active
+
+
+@contextlib.contextmanager
+def use_adapter(peft_model: Any, name: str | None):
+    """Make adapter ``name`` the active one for a block (None: adapters disabled), restoring the previously
+    active adapter and every parameter's ``requires_grad`` afterwards (peft's ``set_adapter`` changes them)."""
+    flags = {n: p.requires_grad for n, p in peft_model.named_parameters()}
+    previous = _active_adapter(peft_model)
+    try:
+        if name is None:
+            with peft_model.disable_adapter():
+                yield
+        else:
+            peft_model.set_adapter(name)
+            yield
+    finally:
+        if name is not None and previous != name:
+            peft_model.set_adapter(previous)
+        for n, p in peft_model.named_parameters():
+            want = flags.get(n)
+            if want is not None and p.requires_grad != want:
+                p.requires_grad_(want)
+
+
+class RewardScorer:
+    """The PM on a causal-LM base: LoRA adapter ``adapter_name`` plus the linear score head.
+
+    ``score`` runs the base's decoder with that adapter active, takes the last hidden state at the last non-pad
+    token (transformers' sequence-classification rule) and applies the head: the same numbers as the
+    ``AutoModelForSequenceClassification`` the PM was trained as.
+    """
+
+    def __init__(self, peft_model: Any, head: Any, tokenizer: Any, *, adapter_name: str = "reward", max_len: int = 512) -> None:
+        self.peft_model = peft_model
+        self.head = head
+        self.tokenizer = tokenizer
+        self.adapter_name = adapter_name
+        self.max_len = max_len
+
+    @classmethod
+    def attach(cls, pm_dir: str | os.PathLike[str], loaded: Any, peft_model: Any = None, *, adapter_name: str = "reward") -> "RewardScorer":
+        """Load the PM in ``pm_dir`` onto ``loaded.model`` (wrapping it with peft if ``peft_model`` is None; the
+        new PeftModel is ``scorer.peft_model``)."""
+        import torch
+        from peft import PeftModel
+        from safetensors.torch import load_file
+
+        pm = Path(pm_dir)
+        meta_path = pm / META_FILE
+        if not meta_path.is_file() or not (pm / HEAD_FILE).is_file():
+            raise RLAIFError(f"{pm}: not a preference model directory (train one with `cai rl --algo ppo`)")
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        try:
+            with quiet_transformers():
+                if peft_model is None:
+                    peft_model = PeftModel.from_pretrained(loaded.model, str(pm), adapter_name=adapter_name, is_trainable=False)
+                else:
+                    peft_model.load_adapter(str(pm), adapter_name=adapter_name, is_trainable=False)
+        except Exception as exc:
+            raise RLAIFError(f"{pm}: cannot load the preference model onto {loaded.name}: {type(exc).__name__}: {exc}") from None
+        weight = load_file(str(pm / HEAD_FILE))["weight"]
+        head = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+        with torch.no_grad():
+            head.weight.copy_(weight)
+        head.requires_grad_(False)
+        head.to(next(loaded.model.parameters()).device)
+        return cls(peft_model, head, loaded.tokenizer, adapter_name=adapter_name, max_len=int(meta.get("max_seq_len", 512)))
+
+    def score_ids(self, sequences: Sequence[Sequence[int]], batch_size: int = 8) -> list[float]:
+        """Rewards of already tokenized PM inputs."""
+        import torch
+
+        base = self.peft_model.get_base_model()
+        decoder = base.get_decoder() if hasattr(base, "get_decoder") else base.model
+        pad = self.tokenizer.pad_token_id
+        out: list[float] = []
+        was_training = self.peft_model.training
+        self.peft_model.eval()
+        try:
+            with torch.no_grad(), use_adapter(self.peft_model, self.adapter_name):
+                for i in range(0, len(sequences), batch_size):
+                    ids, mask = _right_pad(sequences[i : i + batch_size], pad)
+                    ids, mask = ids.to(self.head.weight.device), mask.to(self.head.weight.device)
+                    hidden = decoder(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+                    idx = (torch.arange(ids.shape[1], device=ids.device) * (ids != pad).int()).argmax(-1)
+                    pooled = hidden[torch.arange(ids.shape[0], device=ids.device), idx]
+                    out += self.head(pooled.to(self.head.weight.dtype)).squeeze(-1).tolist()
+        finally:
+            if was_training:
+                self.peft_model.train()
+        return out
+
+    def score(self, conversations: Sequence[Any], responses: Sequence[str], batch_size: int = 8) -> list[float]:
+        """Rewards of ``responses`` to ``conversations``."""
+        seqs = [pm_input_ids(self.tokenizer, c, r, self.max_len) for c, r in zip(conversations, responses)]
+        return self.score_ids(seqs, batch_size)
+
+
+# ---------------------------------------------------------------------------------------------------- trainer UI
+
+
+def trainer_progress(desc: str, *, enabled: bool = True, log_path: Path | None = None) -> Any:
+    """A transformers ``TrainerCallback`` showing a progress bar (loss in the postfix) and, with ``log_path``,
+    appending each log entry as one fsynced JSON line. Use with :func:`quiet_trainer`."""
+    from transformers import TrainerCallback
+
+    class _Progress(TrainerCallback):
+        bar = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.bar = progress(total=state.max_steps, desc=desc, unit="step", enabled=enabled)
+            self.bar.update(state.global_step)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.update(1)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            logs = dict(logs or {})
+            if self.bar is not None and "loss" in logs:
+                self.bar.set_postfix(loss=f"{float(logs['loss']):.4f}")
+            if log_path is not None and logs:
+                line = json.dumps({"step": state.global_step, **logs}, default=float, sort_keys=True) + "\n"
+                with open(log_path, "a", encoding="utf-8") as fh:
+                    fh.write(line)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.close()
+
+    return _Progress()
+
+
+def quiet_trainer(trainer: Any, callback: Any) -> Any:
+    """Replace a transformers Trainer's printing/tqdm callbacks with ``callback``."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(callback)
+    return trainer

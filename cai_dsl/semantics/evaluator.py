@@ -1,0 +1,201 @@
+"""A plain evaluator of the shared semantics on concrete scenarios.
+
+Used by the compiler (which principles apply to a tagged prompt), by `cai explain`
+on complete scenarios, and, by enumeration over small domains, as the reference
+that the SMT checker is cross-checked against in tests. It never decides anything
+over all scenarios of a real constitution: that is the solver's job.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Iterator, Mapping
+
+from cai_dsl.lang import ast
+from cai_dsl.lang.resolver import Constitution, ResolvedDeployment
+
+Scenario = Mapping[str, str]
+
+
+def eval_expr(expr: ast.Expr | None, scenario: Scenario, facets: Mapping[str, ast.Facet]) -> bool:
+    """Truth of ``expr`` in a complete scenario (``None`` is true: no condition)."""
+    if expr is None:
+        return True
+
+    def combine(node: ast.Expr, values: list[bool]) -> bool:
+        if isinstance(node, ast.BoolLiteral):
+            return node.value
+        if isinstance(node, ast.Comparison):
+            return _compare(node, scenario, facets)
+        if isinstance(node, ast.Membership):
+            return (scenario[node.facet.name] in {v.name for v in node.values}) != node.negated
+        if isinstance(node, ast.Not):
+            return not values[0]
+        return all(values) if isinstance(node, ast.And) else any(values)
+
+    return ast.fold_expr(expr, combine)
+
+
+def _compare(node: ast.Comparison, scenario: Scenario, facets: Mapping[str, ast.Facet]) -> bool:
+    actual = scenario[node.facet.name]
+    if node.op == "==":
+        return actual == node.value.name
+    if node.op == "!=":
+        return actual != node.value.name
+    order = [v.name for v in facets[node.facet.name].values]
+    a, b = order.index(actual), order.index(node.value.name)
+    return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[node.op]
+
+
+def all_scenarios(facets: Mapping[str, ast.Facet]) -> Iterator[dict[str, str]]:
+    """Every assignment of one value per facet (exponential: small domains only)."""
+    names = sorted(facets)
+    for values in itertools.product(*([v.name for v in facets[n].values] for n in names)):
+        yield dict(zip(names, values))
+
+
+def reachable(deployment: ResolvedDeployment, scenario: Scenario, facets: Mapping[str, ast.Facet]) -> bool:
+    return all(eval_expr(a, scenario, facets) for a in deployment.assumptions)
+
+
+def active_principles(
+    deployment: ResolvedDeployment, scenario: Scenario, facets: Mapping[str, ast.Facet]
+) -> list[ast.Principle]:
+    """The deployment's principles whose ``when`` holds in ``scenario``."""
+    return [p for p in deployment.principles if eval_expr(p.when, scenario, facets)]
+
+
+def priority_closure(deployment: ResolvedDeployment) -> set[tuple[str, str]]:
+    """Transitive closure of the deployment's priority edges: (higher, lower) pairs."""
+    succ: dict[str, set[str]] = {}
+    for e in deployment.priorities:
+        succ.setdefault(e.higher, set()).add(e.lower)
+    closure: set[tuple[str, str]] = set()
+    for start in succ:
+        seen: set[str] = set()
+        stack = list(succ[start])
+        while stack:
+            node = stack.pop()
+            if node in seen:
+                continue
+            seen.add(node)
+            closure.add((start, node))
+            stack.extend(succ.get(node, ()))
+    return closure
+
+
+@dataclass(frozen=True)
+class Clash:
+    """Two principles that demand incompatible things about ``behaviors``."""
+
+    first: str
+    second: str
+    behaviors: tuple[str, ...]  # (B,) for require/forbid; (B1, B2) for an exclusive pair
+    kind: str  # "require-forbid" or "exclusive"
+
+
+def clashes_between(a: ast.Principle, b: ast.Principle, exclusives: tuple[ast.Exclusive, ...]) -> list[Clash]:
+    """The ways principles ``a`` and ``b`` clash, whatever the scenario."""
+    out: list[Clash] = []
+    ra, fa = set(a.effect_behaviors("require")), set(a.effect_behaviors("forbid"))
+    rb, fb = set(b.effect_behaviors("require")), set(b.effect_behaviors("forbid"))
+    for beh in sorted((ra & fb) | (rb & fa)):
+        out.append(Clash(a.id.name, b.id.name, (beh,), "require-forbid"))
+    for ex in exclusives:
+        members = [m.name for m in ex.members]
+        for x in sorted(ra & set(members)):
+            for y in sorted(rb & set(members)):
+                if x != y:
+                    out.append(Clash(a.id.name, b.id.name, (x, y), "exclusive"))
+    return out
+
+
+def conflict_winner(
+    constitution: Constitution, deployment: ResolvedDeployment, a: str, b: str, scenario: Scenario
+) -> tuple[str | None, str]:
+    """Who wins a clash between ``a`` and ``b`` in ``scenario``, and why.
+
+    A conflict rule for the pair decides first (first matching branch, then
+    ``otherwise``); else the priority order; else nobody (a contradiction).
+    """
+    for rule in deployment.conflicts:
+        if {rule.left.name, rule.right.name} == {a, b}:
+            for branch in rule.branches:
+                if eval_expr(branch.condition, scenario, constitution.facets):
+                    return branch.winner.name, f"conflict rule at {rule.span}"
+            if rule.otherwise is not None:
+                return rule.otherwise.name, f"conflict rule (otherwise) at {rule.span}"
+            break  # one rule per pair (a second one is a resolution error)
+    closure = priority_closure(deployment)
+    if (a, b) in closure and (b, a) not in closure:
+        return a, "priority"
+    if (b, a) in closure and (a, b) not in closure:
+        return b, "priority"
+    return None, "unresolved"
+
+
+@dataclass
+class BehaviorDecision:
+    behavior: str
+    status: str  # "required", "forbidden", "free"
+    reasons: list[str] = field(default_factory=list)  # principle ids that decided it
+    preferred_by: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ResolvedPolicy:
+    """The resolved policy of one complete scenario."""
+
+    scenario: dict[str, str]
+    active: list[str]
+    decisions: dict[str, BehaviorDecision]
+    unresolved: list[Clash]
+    wins: list[tuple[str, str, str]]  # (winner, loser, why)
+
+
+def resolved_policy(constitution: Constitution, deployment: ResolvedDeployment, scenario: Scenario) -> ResolvedPolicy:
+    """Per behavior: required, forbidden or free, with the deciding principles."""
+    active = active_principles(deployment, scenario, constitution.facets)
+    losers: set[str] = set()
+    unresolved: list[Clash] = []
+    wins: list[tuple[str, str, str]] = []
+    # losing a clash removes only the demands involved in that clash
+    beaten: set[tuple[str, str]] = set()  # (principle, behavior) demands overridden
+    for i, a in enumerate(active):
+        for b in active[i + 1 :]:
+            for clash in clashes_between(a, b, constitution.exclusives):
+                winner, why = conflict_winner(constitution, deployment, a.id.name, b.id.name, scenario)
+                if winner is None:
+                    unresolved.append(clash)
+                    continue
+                loser = b.id.name if winner == a.id.name else a.id.name
+                losers.add(loser)
+                wins.append((winner, loser, why))
+                for beh in clash.behaviors:
+                    beaten.add((loser, beh))
+    decisions: dict[str, BehaviorDecision] = {
+        name: BehaviorDecision(name, "free") for name in constitution.behaviors
+    }
+    for p in active:
+        pid = p.id.name
+        for beh in p.effect_behaviors("require"):
+            if (pid, beh) not in beaten and beh in decisions:
+                d = decisions[beh]
+                d.status = "required" if d.status != "forbidden" else d.status
+                d.reasons.append(pid)
+        for beh in p.effect_behaviors("forbid"):
+            if (pid, beh) not in beaten and beh in decisions:
+                d = decisions[beh]
+                d.status = "forbidden"
+                d.reasons.append(pid)
+        for beh in p.effect_behaviors("prefer"):
+            if beh in decisions:
+                decisions[beh].preferred_by.append(pid)
+    return ResolvedPolicy(
+        scenario=dict(scenario),
+        active=[p.id.name for p in active],
+        decisions=decisions,
+        unresolved=unresolved,
+        wins=wins,
+    )

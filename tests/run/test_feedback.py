@@ -1,0 +1,224 @@
+"""AI feedback: the judging arithmetic (soft labels, position debiasing, ensembles, chain of thought), prompt
+files, and the resumable `cai label` job on the tiny model."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+ANTHROPIC = str(ROOT / "constitutions" / "anthropic-2022.const")
+
+TINY_TARGET = """
+name = "tiny"
+backend = "transformers"
+chat_format = "chatml"
+max_principles_per_comparison = 2
+[backend_options]
+batch_size = 4
+[models]
+policy = "{model}"
+critic = "{model}"
+feedback = [{{ model = "{model}", weight = 1.0 }}]
+[generation]
+max_new_tokens = 6
+temperature = 0.9
+top_p = 0.95
+cot_max_new_tokens = 6
+"""
+
+
+def tiny_target(tmp_path: Path, model_dir: Path) -> str:
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY_TARGET.format(model=model_dir))
+    return str(path)
+
+
+def compiled(deployment: str = "rl_cai", target: str = "smollm2-cpu", source: str = ANTHROPIC):
+    from cai_dsl.compile.compiler import compile_file
+
+    program, diags = compile_file(source, deployment, target)
+    assert program is not None, [d.message for d in diags if d.is_error]
+    return program
+
+
+class FakeBackend:
+    """Scores (A)/(B) by a rule on the rendered comparison; generates a fixed reasoning."""
+
+    name = "fake"
+
+    def __init__(self, rule):
+        self.rule = rule
+        self.scored = []
+
+    def score(self, prompts, continuations):
+        assert list(continuations) == ["A", "B"]
+        out = []
+        for p in prompts:
+            text = p.messages[-1].content
+            a = text.split("(A) ", 1)[1].split("\n(B) ", 1)[0]
+            b = text.split("\n(B) ", 1)[1]
+            self.scored.append((a, b, p.assistant_prefix))
+            out.append(list(self.rule(a, b)))
+        return out
+
+    def generate(self, prompts, params):
+        from cai_dsl.run.backends.base import Generation
+
+        return [Generation("the first one is kinder", 1, 5, "stop") for _ in prompts]
+
+
+def prefers(word: str, strength: float = 2.0):
+    """log-probs favouring the option whose text contains ``word`` by ``strength`` nats."""
+    return lambda a, b: (0.0, -strength) if word in a else (-strength, 0.0)
+
+
+def always_a(strength: float = 1.0):
+    return lambda a, b: (0.0, -strength)
+
+
+def test_soft_label_debias_and_ensemble_arithmetic():
+    from cai_dsl.run.feedback import FeedbackModel, FeedbackScorer, PairQuery
+
+    program = compiled()
+    assert program.comparison.position_debias
+    content = FeedbackModel(FakeBackend(prefers("good")), weight=1.0, name="content")
+    positional = FeedbackModel(FakeBackend(always_a()), weight=3.0, name="position")
+    q = PairQuery(key="x", conversation="hi", first="a good answer", second="a bad answer", principles=("cai.compare.p00",))
+
+    (j,) = FeedbackScorer(program, [content]).judge([q])
+    p_good = 1 / (1 + math.exp(-2.0))
+    d = j.details["cai.compare.p00"]
+    assert d["p_ab"] == pytest.approx([p_good])  # first as (A): P(A) favours the good answer
+    assert d["p_ba"] == pytest.approx([1 - p_good])  # second as (A): P(A) is the bad answer's
+    assert j.p_first == pytest.approx(p_good)  # (p_ab + 1 - p_ba) / 2
+
+    # a pure position preference cancels out under debiasing
+    (j,) = FeedbackScorer(program, [positional]).judge([q])
+    assert j.p_first == pytest.approx(0.5)
+
+    # two models: weighted mean of their debiased labels (weights 1 and 3)
+    (j,) = FeedbackScorer(program, [content, positional]).judge([q])
+    assert j.votes["cai.compare.p00"] == pytest.approx((p_good * 1 + 0.5 * 3) / 4)
+
+
+def test_principles_sampled_per_comparison_and_seeded():
+    from cai_dsl.run.feedback import FeedbackModel, FeedbackScorer, PairQuery
+
+    program = compiled(deployment="base")
+    scorer = FeedbackScorer(program, [FeedbackModel(FakeBackend(prefers("good")))])
+    draws = {tuple(scorer.principles_for(PairQuery(key=f"k{i}", conversation="q", first="a", second="b"))) for i in range(30)}
+    assert all(len(d) == program.comparison.principles_per_comparison for d in draws)
+    assert len(draws) > 3  # different prompts draw different principles
+    again = scorer.principles_for(PairQuery(key="k1", conversation="q", first="a", second="b"))
+    assert tuple(again) in draws and again == scorer.principles_for(PairQuery(key="k1", conversation="x", first="y", second="z"))
+
+
+def test_chain_of_thought_is_clamped():
+    from cai_dsl.run.feedback import FeedbackModel, FeedbackScorer, PairQuery
+
+    program = compiled(deployment="rl_cai_cot")
+    cot = program.comparison.chain_of_thought
+    assert cot.enabled
+    backend = FakeBackend(prefers("good", strength=8.0))
+    (j,) = FeedbackScorer(program, [FeedbackModel(backend)]).judge(
+        [PairQuery(key="x", conversation="hi", first="good", second="bad", principles=("cai.compare.p00",))]
+    )
+    d = j.details["cai.compare.p00"]
+    assert d["p_ab"] == [cot.clamp_max] and d["p_ba"] == [cot.clamp_min]
+    assert d["reasoning"] == ["the first one is kinder"]
+    assert all(prefix.endswith(cot.answer_prefix) and "the first one is kinder" in prefix for _, _, prefix in backend.scored)
+
+
+def test_no_compare_principles_is_a_clear_error(tmp_path):
+    from cai_dsl.run.feedback import FeedbackModel, FeedbackScorer, RLAIFError
+
+    src = tmp_path / "c.const"
+    src.write_text('principle a { critique "Is it rude?" revise "Make it polite." }\ndeployment d { include * }\n')
+    program = compiled("d", source=str(src))
+    with pytest.raises(RLAIFError, match="no principle with `compare` text"):
+        FeedbackScorer(program, [FeedbackModel(FakeBackend(always_a()))])
+
+
+def test_prompt_files_and_split(tmp_path):
+    from cai_dsl.run.feedback import RLAIFError, default_prompts, load_prompt_file, split_of
+
+    bad = tmp_path / "p.jsonl"
+    bad.write_text('{"prompt": "ok"}\n{"prompt": \n')
+    with pytest.raises(RLAIFError, match=r"p\.jsonl:2: invalid JSON"):
+        load_prompt_file(bad)
+    bad.write_text('{"prompt": "ok", "id": "a"}\n\n{"prompt": "again", "id": "a"}\n')
+    with pytest.raises(RLAIFError, match=r"p\.jsonl:3: duplicate id `a`"):
+        load_prompt_file(bad)
+    bad.write_text('{"prompt": ""}\n')
+    with pytest.raises(RLAIFError, match=r"p\.jsonl:1: `prompt` must be"):
+        load_prompt_file(bad)
+    train, held = default_prompts("train"), default_prompts("eval")
+    assert not {p.id for p in train} & {p.id for p in held}
+    assert 0.1 < len(held) / (len(train) + len(held)) < 0.3
+    assert train[0].id.startswith("rt-") and train[1].id.startswith("hp-")  # interleaved
+    assert split_of("rt-0001") == split_of("rt-0001")
+
+
+def _records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_label_is_resumable_and_deterministic(tmp_path, tiny_model_dir):
+    from cai_dsl.run.feedback import RLAIFError, default_prompts, run_label
+
+    program = compiled(target=tiny_target(tmp_path, tiny_model_dir))
+    prompts = default_prompts()[:6]  # batch size 4: two chunks
+    full = run_label(program, tmp_path / "a", prompts, show_progress=False)
+    assert full.records == full.new == 6
+    ref = _records(tmp_path / "a" / "preferences.jsonl")
+    r0 = ref[0]
+    assert {"prompt", "chosen", "rejected", "probability", "principles", "scores", "provenance"} <= set(r0)
+    assert 0.5 <= r0["probability"] <= 1.0 and r0["chosen"] in r0["responses"] and r0["rejected"] in r0["responses"]
+    assert set(r0["scores"]) == set(r0["principles"]) and r0["provenance"]["program_hash"] == program.provenance.program_hash
+
+    # a run killed after its first chunk, whose last record was torn mid-write
+    class Killed(Exception):
+        pass
+
+    def kill(start):
+        raise Killed
+
+    with pytest.raises(Killed):
+        run_label(program, tmp_path / "b", prompts, show_progress=False, on_chunk=kill)
+    path = tmp_path / "b" / "preferences.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    assert len(lines) == 4
+    path.write_text("".join(lines[:3]) + lines[3][:25])  # torn last line
+    resumed = run_label(program, tmp_path / "b", prompts, show_progress=False)
+    assert resumed.new == 3 and resumed.records == 6
+    assert _records(path) == ref
+
+    # nothing left to do; a different program is refused
+    assert run_label(program, tmp_path / "b", prompts, show_progress=False).new == 0
+    other = compiled(deployment="base", target=tiny_target(tmp_path, tiny_model_dir))
+    with pytest.raises(RLAIFError, match="different arguments"):
+        run_label(other, tmp_path / "b", prompts, show_progress=False)
+
+
+def test_cli_label_bad_prompts_file(tmp_path):
+    bad = tmp_path / "prompts.jsonl"
+    bad.write_text('{"prompt": "fine"}\n{oops}\n')
+    proc = subprocess.run(
+        [sys.executable, "-c", "from cai_dsl.cli import main; main()", "label", ANTHROPIC, "-d", "rl_cai",
+         "--prompts", str(bad), "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert f"{bad}:2: invalid JSON" in proc.stderr
+    proc = subprocess.run(
+        [sys.executable, "-c", "from cai_dsl.cli import main; main()", "label", ANTHROPIC, "-d", "nope", "--out", str(tmp_path / "o")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2 and "no deployment `nope`" in proc.stderr and "Traceback" not in proc.stderr
