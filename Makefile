@@ -21,6 +21,8 @@ run: setup
 	$(BIN)/cai run
 
 test: setup
+	# the layer contract first (pyproject.toml [tool.importlinter]): a stage imports only the stages below it
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 bench: setup

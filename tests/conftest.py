@@ -84,3 +84,63 @@ def embedded_model():
         return load_model("embedded:smollm2-135m")
     except ModelError as exc:
         pytest.skip(str(exc))
+
+
+# ---------------------------------------------------------------------------------------------------- tiny target
+
+TINY_TARGET: dict = {
+    "name": "tiny",
+    "backend": "transformers",
+    "chat_format": "chatml",
+    "backend_options": {"batch_size": 4},
+}
+"""The one tiny target of the execution tests (the policy is the tiny model); tests add their own tables."""
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+
+
+def _toml(table: dict, prefix: str = "") -> str:
+    scalars = [f"{k} = {_toml_value(v)}" for k, v in table.items() if not isinstance(v, dict)]
+    text = (f"[{prefix}]\n" if prefix and scalars else "") + "".join(line + "\n" for line in scalars)
+    for k, v in table.items():
+        if isinstance(v, dict):
+            text += _toml(v, f"{prefix}.{k}" if prefix else k)
+    return text
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def write_tiny_target(path, model_dir, **tables):
+    """Write :data:`TINY_TARGET` with ``model_dir`` as the policy, merged with ``tables`` (nested dicts), to ``path``."""
+    from pathlib import Path
+
+    data = _merge(_merge(TINY_TARGET, {"models": {"policy": str(model_dir)}}), tables)
+    path = Path(path)
+    path.write_text(_toml(data), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def make_tiny_target(tmp_path, tiny_model_dir):
+    """A factory: ``make_tiny_target(**tables)`` writes the tiny target (see :func:`write_tiny_target`), returns its path."""
+    counter = iter(range(1_000_000))
+
+    def make(**tables):
+        return write_tiny_target(tmp_path / f"tiny-{next(counter)}.toml", tiny_model_dir, **tables)
+
+    return make

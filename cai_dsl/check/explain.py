@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import z3
+from cai_dsl.core.errors import CaiError
 
-from cai_dsl.check.checker import DeploymentModel, ScenarioSpace
 from cai_dsl.semantics.evaluator import ResolvedPolicy, resolved_policy
+from cai_dsl.semantics.smt import DeploymentModel, ScenarioSpace
 from cai_dsl.lang.resolver import Constitution
 
 
-class ScenarioError(ValueError):
+class ScenarioError(CaiError, ValueError):
     """A `--given` text that names an unknown facet or value."""
 
 
@@ -92,9 +92,8 @@ def explain(constitution: Constitution, deployment_name: str, given: dict[str, s
     deployment = constitution.deployments[deployment_name]
     space = ScenarioSpace(constitution)
     model = DeploymentModel(space, deployment)
-    fixed = space.scenario_constraint(given)
     complete = set(given) >= set(constitution.facets)
-    reachable = model.sat(fixed) is not None
+    reachable = model.reachable(given) is not None
     result = Explanation(deployment_name, dict(given), complete, reachable)
     if not reachable:
         return result
@@ -102,25 +101,12 @@ def explain(constitution: Constitution, deployment_name: str, given: dict[str, s
         result.policy = resolved_policy(constitution, deployment, given)
         return result
     for pid in model.principles:
-        cond = model.cond[pid]
-        if model.sat(fixed, cond) is None:
-            continue
-        if model.sat(fixed, z3.Not(cond)) is None:
+        activity = model.activity(pid, given)
+        if activity == "always":
             result.always_active.append(pid)
-        else:
+        elif activity == "sometimes":
             result.sometimes_active.append(pid)
     for behavior in constitution.behaviors:
-        forbidden = model.forbidden(behavior)
-        required = model.required(behavior)
-        options = {
-            "forbidden": forbidden,
-            "required": required,
-            "free": z3.And(z3.Not(forbidden), z3.Not(required)),
-        }
-        possible = []
-        for status, formula in options.items():
-            m = model.sat(fixed, formula)
-            if m is not None:
-                possible.append(Possibility(status, space.scenario(m)))
-        result.behaviors[behavior] = possible
+        statuses = model.possible_statuses(behavior, given)
+        result.behaviors[behavior] = [Possibility(status, example) for status, example in statuses.items()]
     return result

@@ -3,20 +3,21 @@
 A test's ``given`` (a property's ``forall``) fixes some facets; each expectation
 must hold in every reachable scenario of the deployment that matches it. A
 failure comes with a counter-example scenario and the resolved policy there.
+A case whose ``in`` is a glob (``in *``, ``in acme*``) runs once per matching
+deployment; each result names its deployment. A vacuous case (nothing reachable
+matches it) passes, with a CAI403 warning.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import z3
-
 from cai_dsl.lang import ast
 
 from cai_dsl.diagnostics import rules
-from cai_dsl.check.checker import DeploymentModel, ScenarioSpace
-from cai_dsl.diagnostics.base import Diagnostic
+from cai_dsl.diagnostics import Diagnostic
 from cai_dsl.semantics.evaluator import ResolvedPolicy, resolved_policy
+from cai_dsl.semantics.smt import DeploymentModel, ScenarioSpace
 from cai_dsl.lang.resolver import Constitution
 
 
@@ -43,12 +44,14 @@ class CaseResult:
 
     case: ast.TestCase | ast.PropertyCase
     kind: str  # "test" or "property"
+    deployment: str = ""  # the deployment it ran in (one per match of a glob)
     results: list[ExpectationResult] = field(default_factory=list)
     vacuous: bool = False
     error: str | None = None
 
     @property
     def passed(self) -> bool:
+        """No error and every expectation holds (a vacuous case passes: CAI403 warns)."""
         return self.error is None and all(r.passed for r in self.results)
 
     @property
@@ -56,61 +59,58 @@ class CaseResult:
         return self.case.name.value
 
 
-def _expectation_formula(model: DeploymentModel, exp: ast.Expectation) -> tuple[z3.BoolRef | None, str | None]:
-    """The formula that must hold in every matching scenario (None: trivially false/true handled by note)."""
-    space = model.space
+def _expectation_claim(model: DeploymentModel, exp: ast.Expectation) -> tuple[object, str | None]:
+    """The claim that must hold in every matching scenario (a bool when names are missing), and a note."""
     subject = exp.subject.name
     if exp.expect in ("active", "not_active"):
         if subject not in model.principles:
-            return (space.false() if exp.expect == "active" else space.true()), (
-                f"`{subject}` is not part of deployment `{model.deployment.name}`"
-            )
-        cond = model.cond[subject]
-        return (cond if exp.expect == "active" else z3.Not(cond)), None
+            return exp.expect != "active", f"`{subject}` is not part of deployment `{model.deployment.name}`"
+        return model.claim(exp.expect, subject), None
     if exp.expect == "winner":
         other = exp.other.name if exp.other else ""
         if subject not in model.principles or other not in model.principles:
             missing = subject if subject not in model.principles else other
-            return space.false(), f"`{missing}` is not part of deployment `{model.deployment.name}`"
-        pair = (subject, other) if (subject, other) in model.pairs else (other, subject)
-        if pair not in model.pairs:
-            return space.true(), f"`{subject}` and `{other}` never clash (they share no clashing behavior)"
-        both = model.both_active(subject, other)
-        return z3.Implies(both, model.wins(subject, other)), None
-    base = exp.expect.removeprefix("not_")
-    formula = {"require": model.required, "forbid": model.forbidden, "prefer": model.preferred}[base](subject)
-    return (z3.Not(formula) if exp.expect.startswith("not_") else formula), None
+            return False, f"`{missing}` is not part of deployment `{model.deployment.name}`"
+        if (subject, other) not in model.pairs and (other, subject) not in model.pairs:
+            return True, f"`{subject}` and `{other}` never clash (they share no clashing behavior)"
+        return model.claim("winner", subject, other), None
+    return model.claim(exp.expect, subject), None
 
 
-def run_case(space: ScenarioSpace, constitution: Constitution, case: ast.TestCase | ast.PropertyCase) -> CaseResult:
-    """Run one test or property and return its result."""
+def run_case(
+    space: ScenarioSpace, constitution: Constitution, case: ast.TestCase | ast.PropertyCase, deployment_name: str | None = None
+) -> CaseResult:
+    """Run one test or property in one deployment (default: the one it names) and return its result."""
     kind = "test" if isinstance(case, ast.TestCase) else "property"
-    result = CaseResult(case=case, kind=kind)
-    deployment = constitution.deployments.get(case.deployment.name)
+    name = deployment_name or case.deployment.name
+    result = CaseResult(case=case, kind=kind, deployment=name)
+    deployment = constitution.deployments.get(name)
     if deployment is None:
-        result.error = f"undefined deployment `{case.deployment.name}`"
+        result.error = f"undefined deployment `{name}`"
         return result
     model = DeploymentModel(space, deployment)
-    region = space.encode(case.given if isinstance(case, ast.TestCase) else case.forall)
-    if model.sat(region) is None:
-        result.vacuous = True
+    region = case.given if isinstance(case, ast.TestCase) else case.forall
+    result.vacuous = not model.inhabited(region)
     for exp in case.expectations:
-        formula, note = _expectation_formula(model, exp)
-        witness_model = model.sat(region, z3.Not(formula)) if not result.vacuous else None
-        if witness_model is None:
+        claim, note = _expectation_claim(model, exp)
+        scenario = model.counterexample(region, claim) if not result.vacuous else None
+        if scenario is None:
             result.results.append(ExpectationResult(exp, True, note=note))
             continue
-        scenario = space.scenario(witness_model)
         policy = resolved_policy(constitution, deployment, scenario)
         result.results.append(ExpectationResult(exp, False, scenario, policy, note))
     return result
 
 
 def run_tests(constitution: Constitution) -> list[CaseResult]:
-    """Run every test and property of the root file, in source order."""
+    """Run every test and property of the root file, in source order, once per deployment it names."""
     space = ScenarioSpace(constitution)
     cases = sorted([*constitution.tests, *constitution.properties], key=lambda c: (c.span.line, c.span.column))
-    return [run_case(space, constitution, case) for case in cases]
+    return [
+        run_case(space, constitution, case, name)
+        for case in cases
+        for name in (constitution.deployments_for(case) or [case.deployment.name])
+    ]
 
 
 def failures_as_diagnostics(results: list[CaseResult]) -> list[Diagnostic]:
@@ -120,9 +120,9 @@ def failures_as_diagnostics(results: list[CaseResult]) -> list[Diagnostic]:
         if r.vacuous:
             out.append(
                 rules.VACUOUS_TEST(
-                    f"{r.kind} \"{r.name}\" matches no reachable scenario of `{r.case.deployment.name}`",
+                    f"{r.kind} \"{r.name}\" matches no reachable scenario of `{r.deployment}`",
                     r.case.span,
-                    deployment=r.case.deployment.name,
+                    deployment=r.deployment,
                     help="its `given`/`forall` contradicts the deployment's assumptions",
                 )
             )
@@ -132,9 +132,10 @@ def failures_as_diagnostics(results: list[CaseResult]) -> list[Diagnostic]:
             rule = rules.TEST_FAILED if r.kind == "test" else rules.PROPERTY_REFUTED
             out.append(
                 rule(
-                    f"{r.kind} \"{r.name}\": expect {e.text} does not hold" + (f" ({e.note})" if e.note else ""),
+                    f"{r.kind} \"{r.name}\" in deployment `{r.deployment}`: expect {e.text} does not hold"
+                    + (f" ({e.note})" if e.note else ""),
                     e.expectation.span,
-                    deployment=r.case.deployment.name,
+                    deployment=r.deployment,
                     witness=e.counterexample,
                     principles=[p for p in (e.expectation.subject.name, e.expectation.other.name if e.expectation.other else None) if p],
                     help=("resolved policy there: " + describe_policy(e.policy)) if e.policy else None,

@@ -1,8 +1,10 @@
 """The `cai` command line: one typer app, one module per command group.
 
 Exit codes for every command: 0 clean, 1 diagnostics with errors (or a failed
-check), 2 usage or internal failure. Bad input never produces a traceback; set
-``CAI_DEBUG=1`` to see one for internal errors.
+check), 2 usage or internal failure, 130 interrupted. This package is the only code
+that prints or exits; exceptions become exit codes in one place
+(:mod:`cai_dsl.cli.errors`, from :class:`~cai_dsl.core.errors.CaiError`). Bad input
+never produces a traceback; set ``CAI_DEBUG=1`` to see one.
 """
 
 from __future__ import annotations
@@ -10,9 +12,15 @@ from __future__ import annotations
 import os
 import sys
 
-import typer
+try:  # Ctrl-C while the command modules load: one line and 130, never a traceback
+    import typer
 
-from cai_dsl.cli import language
+    from cai_dsl.cli import checking, compiling, editor, execution, language, pipeline, rlaif
+    from cai_dsl.cli.errors import report_error, report_internal_error
+    from cai_dsl.core.errors import EXIT_INTERRUPTED, CaiError, interrupted
+except KeyboardInterrupt:
+    sys.stderr.write("interrupted\n")
+    raise SystemExit(130) from None
 
 app = typer.Typer(
     name="cai",
@@ -21,24 +29,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-language.register(app)
-
-
-def _register_optional() -> None:
-    """Command groups of later pipeline stages register themselves when present."""
-    import importlib
-
-    for module in ("checking", "compiling", "execution", "pipeline", "rlaif"):
-        try:
-            mod = importlib.import_module(f"cai_dsl.cli.{module}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"cai_dsl.cli.{module}":
-                raise
-            continue
-        mod.register(app)
-
-
-_register_optional()
+for _group in (language, checking, compiling, execution, pipeline, rlaif, editor):
+    _group.register(app)
 
 
 def main() -> None:
@@ -49,10 +41,15 @@ def main() -> None:
         raise
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
+    except CaiError as exc:  # a problem the user can act on: its diagnostics or message, no traceback
+        if os.environ.get("CAI_DEBUG"):
+            raise
+        sys.exit(report_error(exc))
     except Exception as exc:  # an internal error: report it plainly
         if os.environ.get("CAI_DEBUG"):
             raise
-        print(f"cai: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        print("rerun with CAI_DEBUG=1 for a traceback, and please report it", file=sys.stderr)
-        sys.exit(2)
+        if interrupted(exc):  # Ctrl-C caught and wrapped by a library (pydantic serialization, ...)
+            print("interrupted", file=sys.stderr)
+            sys.exit(EXIT_INTERRUPTED)
+        sys.exit(report_internal_error(exc))

@@ -6,7 +6,8 @@ import sys
 from pathlib import Path
 from typing import Iterable
 
-from cai_dsl.diagnostics.base import Diagnostic, render_json, render_text
+from cai_dsl.diagnostics import Diagnostic
+from cai_dsl.diagnostics.render import RenderContext, render
 
 
 def const_files(paths: Iterable[str]) -> tuple[list[str], list[str]]:
@@ -32,9 +33,8 @@ def fail_missing(missing: list[str]) -> None:
 
 
 def print_diagnostics(diagnostics: list[Diagnostic], sources: dict[str, str], fmt: str = "text", stream=None) -> None:
+    """Print sorted diagnostics in ``fmt`` (a name of ``FORMATS``; text prints nothing when there are none)."""
     stream = stream or sys.stderr
     ordered = sorted(diagnostics, key=Diagnostic.sort_key)
-    if fmt == "json":
-        print(render_json(ordered), file=stream)
-    elif ordered:
-        print(render_text(ordered, sources), file=stream)
+    if ordered or fmt != "text":
+        print(render(fmt, ordered, RenderContext(sources=sources)), file=stream)

@@ -236,6 +236,7 @@ def serve_command(
             _usage(f"cannot serve on {host}:{port}: {exc}")
         raise SystemExit(0)
     from cai_dsl.run.backends.transformers_backend import TransformersBackend
+    from cai_dsl.run.prompts import PromptRenderer
     from cai_dsl.run.serve import make_server, serve_forever
     from cai_dsl.run.sl import SLOptions, make_transform
 
@@ -245,7 +246,8 @@ def serve_command(
         _usage(str(exc))
     transform = make_transform(job.program, backend, options=SLOptions(rounds=rounds)) if job else None
     try:
-        server = make_server(backend, host, port, transform=transform, api_key=api_key)
+        renderer = PromptRenderer.of(job.program) if job else None
+        server = make_server(backend, host, port, transform=transform, api_key=api_key, renderer=renderer)
     except OSError as exc:
         _usage(f"cannot serve on {host}:{port}: {exc}")
     if host not in ("127.0.0.1", "localhost", "::1"):

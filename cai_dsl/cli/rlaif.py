@@ -84,9 +84,9 @@ def _compile(command: str, path: str, deployment: str, target: Optional[str]):
 
 
 def _default_constitution() -> str:
-    from cai_dsl.cli.pipeline import stdlib_dir
+    from cai_dsl.pipeline.main import default_constitution
 
-    return str(stdlib_dir() / "anthropic-2022.const")
+    return str(default_constitution())
 
 
 def _adapter(command: str, value: Optional[str], option: str) -> Optional[Path]:
@@ -182,6 +182,7 @@ def rl_command(
               f"policy adapter: {result.policy}")
         return
     from cai_dsl.run.train.ppo import PPOConfig, run_ppo
+    from cai_dsl.run.prompts import PromptRenderer
     from cai_dsl.run.train.reward_model import train_preference_model
 
     if pm:
@@ -191,7 +192,7 @@ def rl_command(
     else:
         rm = program.run.reward_model
         result = train_preference_model(
-            pairs, out / "pm", base_spec=rm.get("base") or program.run.models.policy, params=rm, max_steps=pm_steps,
+            pairs, out / "pm", base_spec=rm.base or program.run.models.policy, params=rm, renderer=PromptRenderer.of(program), max_steps=pm_steps,
             seed=program.provenance.seed, device=program.run.device, dtype=program.run.dtype, show_progress=not quiet, log=log,
         )
         pm_dir = result.path
@@ -229,7 +230,7 @@ def eval_feedback_command(
     quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
 ) -> None:
     """Measure the feedback model on labelled comparisons: accuracy, calibration, position bias."""
-    from cai_dsl.core.artifacts import write_json_atomic
+    from cai_dsl.core.files import write_json_atomic
     from cai_dsl.run.evaluation import evaluate_feedback, load_comparisons
     from cai_dsl.run.feedback import ModelPool, feedback_models_for
 
@@ -241,7 +242,7 @@ def eval_feedback_command(
     items = load_comparisons(comparisons, limit)
     program = _compile("eval feedback", constitution or _default_constitution(), deployment, target)
     models = feedback_models_for(program, ModelPool(program.run.device, program.run.dtype),
-                                 batch_size=int(program.run.backend_options.get("batch_size", 8)))
+                                 batch_size=program.run.backend_options.batch_size)
     report = evaluate_feedback(items, program, models, all_principles=all_principles, show_progress=not quiet)
     report["comparisons"] = comparisons
     o = report["overall"]

@@ -5,9 +5,9 @@ resolution and checking too and returns diagnostics instead of raising; ``compil
 every deployment of a file with one check.
 
 A constitution with errors does not compile. Errors come from :func:`cai_dsl.check.checker.check` (names,
-SMT semantics, lints) when that module exists, else from resolution alone; the compiler adds two
-checks of its own (a priority cycle among the deployment's principles, a weight that is negative or
-not finite), which it needs to build the program whatever the checker says.
+SMT semantics, lints; see :mod:`cai_dsl.compile.checks`); the compiler adds two checks of its own
+(a priority cycle among the deployment's principles, a weight that is negative or not finite),
+which it needs to build the program whatever the checker says.
 
 Determinism: the program depends only on the sources (as text, with paths relative to the root
 file's directory), the deployment, the target and the seed; everything order-dependent follows
@@ -17,37 +17,33 @@ or set iteration order; the canonical JSON is byte-identical across runs and che
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 import os
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 from cai_dsl import __version__
-
-from cai_dsl.lang import ast
-
-from cai_dsl.diagnostics import rules
-from cai_dsl.diagnostics.base import Diagnostic, DiagnosticError, Related
+from cai_dsl.compile.base import gc_paused
+from cai_dsl.compile.behaviors import behaviors_section
+from cai_dsl.core.hashing import canonical_json, sha256_text
+from cai_dsl.compile.checks import check_constitution, compiler_checks, priority_ranks
+from cai_dsl.compile.escaping import neutralize
+from cai_dsl.compile.expressions import allowed_values, cond_dict, expr_text, facets_in
 from cai_dsl.compile.ir import (
     ChainOfThought,
     ComparisonProgram,
-    Cond,
     CritiqueRevisionProgram,
-    FacetIR,
     Program,
     RunParams,
     ScenarioClassifier,
     StopRule,
-    canonical_json,
-    eval_cond,
-    gc_paused,
-    neutralize,
-    sha256_text,
-    template,
 )
-from cai_dsl.lang.resolver import Constitution, ResolvedDeployment, resolve
+from cai_dsl.compile.sources import Locator, source_hash
 from cai_dsl.compile.targets import Target, load_target
+from cai_dsl.compile.templates import CLASSIFIER_TEMPLATE, COMPARISON_TEMPLATE, REVISION_TEMPLATE, critique_template
+from cai_dsl.diagnostics import rules
+from cai_dsl.diagnostics import Diagnostic, DiagnosticError
+from cai_dsl.lang import ast
+from cai_dsl.lang.resolver import Constitution, ResolvedDeployment, resolve
 
 __all__ = [
     "CompileError",
@@ -62,233 +58,6 @@ __all__ = [
 
 class CompileError(DiagnosticError):
     """The constitution (or deployment) has errors; ``.diagnostics`` lists them all."""
-
-
-# ---------------------------------------------------------------- the built-in templates
-
-CRITIQUE_REQUEST_PREFIX = "CritiqueRequest: "
-REVISION_REQUEST_PREFIX = "RevisionRequest: "
-COMPARISON_INTRO = "Consider the following conversation between a human and an assistant:\n\n"
-CLASSIFIER_INTRO = "Read the request below and answer one question about it.\n\nRequest:\n"
-
-
-def _critique_template(stop: StopRule):
-    if stop.enabled:
-        return template(CRITIQUE_REQUEST_PREFIX, ("critique",), "\n" + stop.instruction)
-    return template(CRITIQUE_REQUEST_PREFIX, ("critique",))
-
-
-REVISION_TEMPLATE = template(REVISION_REQUEST_PREFIX, ("revise",))
-COMPARISON_TEMPLATE = template(
-    COMPARISON_INTRO,
-    ("conversation",),
-    "\n\n",
-    ("principle",),
-    "\nOptions:\n(A) ",
-    ("response_a",),
-    "\n(B) ",
-    ("response_b",),
-)
-CLASSIFIER_TEMPLATE = template(CLASSIFIER_INTRO, ("prompt",), "\n\nQuestion: ", ("question",))
-
-
-# ---------------------------------------------------------------- conditions
-
-
-def _prec(expr) -> int:
-    if isinstance(expr, ast.Or):
-        return 1
-    if isinstance(expr, ast.And):
-        return 2
-    if isinstance(expr, ast.Not):
-        return 3
-    return 4
-
-
-def expr_text(expr) -> str:
-    """A condition in `.const` syntax with the fewest parentheses that keep the tree."""
-    if isinstance(expr, ast.BoolLiteral):
-        return "true" if expr.value else "false"
-    if isinstance(expr, ast.Comparison):
-        return f"{expr.facet.name} {expr.op} {expr.value.name}"
-    if isinstance(expr, ast.Membership):
-        values = ", ".join(v.name for v in expr.values)
-        return f"{expr.facet.name} {'not in' if expr.negated else 'in'} {{{values}}}"
-    if isinstance(expr, ast.Not):
-        inner = expr_text(expr.operand)
-        return "not " + (f"({inner})" if _prec(expr.operand) < 3 else inner)
-    word = " or " if isinstance(expr, ast.Or) else " and "
-    own = _prec(expr)
-    return word.join(f"({expr_text(o)})" if _prec(o) <= own else expr_text(o) for o in expr.operands)
-
-
-def to_cond(expr) -> Cond:
-    if isinstance(expr, ast.BoolLiteral):
-        return Cond(op="true" if expr.value else "false")
-    if isinstance(expr, ast.Comparison):
-        return Cond(op=expr.op, facet=expr.facet.name, value=expr.value.name)
-    if isinstance(expr, ast.Membership):
-        return Cond(op="not in" if expr.negated else "in", facet=expr.facet.name, values=tuple(v.name for v in expr.values))
-    if isinstance(expr, ast.Not):
-        return Cond(op="not", args=(to_cond(expr.operand),))
-    return Cond(op="or" if isinstance(expr, ast.Or) else "and", args=tuple(to_cond(o) for o in expr.operands))
-
-
-def _cond_dict(expr, facets: set[str] | None = None) -> dict:
-    """Like :func:`to_cond` but as the plain dict the program is validated from (faster);
-    the facets it mentions are added to ``facets``."""
-    if isinstance(expr, ast.Comparison):
-        if facets is not None:
-            facets.add(expr.facet.name)
-        return {"op": expr.op, "facet": expr.facet.name, "value": expr.value.name}
-    if isinstance(expr, ast.Membership):
-        if facets is not None:
-            facets.add(expr.facet.name)
-        return {"op": "not in" if expr.negated else "in", "facet": expr.facet.name, "values": [v.name for v in expr.values]}
-    if isinstance(expr, ast.BoolLiteral):
-        return {"op": "true" if expr.value else "false"}
-    if isinstance(expr, ast.Not):
-        return {"op": "not", "args": [_cond_dict(expr.operand, facets)]}
-    return {"op": "or" if isinstance(expr, ast.Or) else "and", "args": [_cond_dict(o, facets) for o in expr.operands]}
-
-
-def _facets_in(expr) -> set[str]:
-    if expr is None:
-        return set()
-    return {n.facet.name for n in ast.iter_expr(expr) if isinstance(n, (ast.Comparison, ast.Membership))}
-
-
-def _allowed_values(facet: ast.Facet, assumptions: Iterable) -> tuple[str, ...]:
-    """The facet's values left by the top-level conjuncts of the assumptions that mention only it."""
-    name = facet.name.name
-    order = [v.name for v in facet.values]
-    info = {name: FacetIR(name=name, values=tuple(order), ordered=facet.ordered)}
-    allowed = set(order)
-    stack = list(assumptions)
-    while stack:
-        e = stack.pop()
-        if isinstance(e, ast.And):
-            stack.extend(e.operands)
-            continue
-        if _facets_in(e) != {name}:
-            continue
-        cond = to_cond(e)
-        allowed &= {v for v in order if eval_cond(cond, {name: v}, info) is True}
-    return tuple(v for v in order if v in allowed)
-
-
-# ---------------------------------------------------------------- sources and spans
-
-
-class _Locator:
-    """Spans -> source locations relative to the root file's directory (cached per file string)."""
-
-    def __init__(self, root: str):
-        self.base = os.path.dirname(os.path.abspath(root))
-        self.cache: dict[str, str] = {}
-
-    def rel(self, file: str) -> str:
-        r = self.cache.get(file)
-        if r is None:
-            if file.startswith("<"):
-                r = file
-            else:
-                r = os.path.relpath(os.path.abspath(file), self.base).replace(os.sep, "/")
-            self.cache[file] = r
-        return r
-
-    def loc(self, span: ast.Span | None) -> str | None:
-        if span is None or span.line <= 0:
-            return None
-        return f"{self.rel(span.file)}:{span.line}:{span.column}-{span.end_line}:{span.end_column}"
-
-
-def source_hash(constitution: Constitution) -> tuple[str, list[tuple[str, str]]]:
-    """sha256 over the sorted (relative path, text) of all loaded files, and each file's own sha256.
-
-    Each path and text is length-prefixed, so no two different file sets hash alike; paths are
-    relative to the root file's directory, so the hash does not depend on the checkout location.
-    """
-    locator = _Locator(constitution.root)
-    pairs = sorted((locator.rel(path), text) for path, text in constitution.sources.items())
-    h = hashlib.sha256()
-    for rel, text in pairs:
-        for part in (rel.encode("utf-8"), text.encode("utf-8")):
-            h.update(len(part).to_bytes(8, "big"))
-            h.update(part)
-    return h.hexdigest(), [(rel, sha256_text(text)) for rel, text in pairs]
-
-
-# ---------------------------------------------------------------- checking
-
-
-def check_constitution(constitution: Constitution, deployments: Iterable[str] | None = None) -> list[Diagnostic]:
-    """All diagnostics: :func:`cai_dsl.check.checker.check` when present, else resolution's diagnostics."""
-    try:
-        from cai_dsl.check import checker
-    except ModuleNotFoundError as exc:
-        if exc.name != "cai_dsl.check.checker":
-            raise
-        return list(constitution.diagnostics)
-    check = getattr(checker, "check", None)
-    if check is None:
-        return list(constitution.diagnostics)
-    found = list(check(constitution, deployments=list(deployments) if deployments is not None else None))
-    seen = {(d.code, d.message, d.span) for d in found}
-    # the checker includes resolution's diagnostics; keep any it might not have
-    for d in constitution.diagnostics:
-        if (d.code, d.message, d.span) not in seen and d.is_error:
-            found.append(d)
-    return found
-
-
-def _ranks(ids: list[str], edges: list[tuple[str, str]]) -> tuple[dict[str, int], list[str]]:
-    """Longest-path depth of each principle in the priority DAG; and the principles on a cycle."""
-    succ: dict[str, list[str]] = {i: [] for i in ids}
-    indeg = dict.fromkeys(ids, 0)
-    for h, low in edges:
-        succ[h].append(low)
-        indeg[low] += 1
-    rank = dict.fromkeys(ids, 0)
-    queue = [i for i in ids if indeg[i] == 0]
-    seen = 0
-    while queue:
-        node = queue.pop()
-        seen += 1
-        for nxt in succ[node]:
-            if rank[node] + 1 > rank[nxt]:
-                rank[nxt] = rank[node] + 1
-            indeg[nxt] -= 1
-            if indeg[nxt] == 0:
-                queue.append(nxt)
-    cyclic = [i for i in ids if indeg[i] > 0] if seen < len(ids) else []
-    return rank, cyclic
-
-
-def _compiler_checks(deployment: ResolvedDeployment, edges: list[tuple[str, str]], cyclic: list[str]) -> list[Diagnostic]:
-    out: list[Diagnostic] = []
-    for p in deployment.principles:
-        if p.weight is not None and (not math.isfinite(p.weight.value) or p.weight.value < 0):
-            out.append(
-                rules.INVALID_LITERAL(
-                    f"weight of `{p.id.name}` must be a finite number >= 0, not {p.weight.literal}",
-                    p.weight.span,
-                    deployment=deployment.name,
-                )
-            )
-    if cyclic:
-        spans = {e.span for e in deployment.priorities if e.higher in cyclic and e.lower in cyclic}
-        ordered = sorted(spans, key=lambda s: (s.file, s.line, s.column))
-        out.append(
-            rules.PRIORITY_CYCLE(
-                "the priority order has a cycle among: " + ", ".join(sorted(cyclic)[:8]) + (" ..." if len(cyclic) > 8 else ""),
-                ordered[0] if ordered else deployment.span,
-                related=[Related(span=s, message="priority stated here") for s in ordered[1:4]],
-                deployment=deployment.name,
-                principles=sorted(cyclic)[:8],
-            )
-        )
-    return out
 
 
 # ---------------------------------------------------------------- compiling
@@ -323,7 +92,7 @@ class _Builder:
         self.d = deployment
         self.t = target
         self.seed = seed
-        self.loc = _Locator(constitution.root)
+        self.loc = Locator(constitution.root)
         self.smap: dict[str, list[str]] = {}
         self.fmt = target.chat_format
 
@@ -341,15 +110,15 @@ class _Builder:
 
         # -- priority
         edges = sorted({(e.higher, e.lower) for e in d.priorities if e.higher in idset and e.lower in idset and e.higher != e.lower})
-        rank, cyclic = _ranks(ids, edges)
-        problems = _compiler_checks(d, edges, cyclic)
+        rank, cyclic = priority_ranks(ids, edges)
+        problems = compiler_checks(d, edges, cyclic)
         if any(p.is_error for p in problems):
             return {}, problems
 
         def weight(p: ast.Principle) -> float:
             return p.weight.value if p.weight is not None else 1.0
 
-        order = sorted(ids, key=lambda i: (rank[i], -weight(by_id[i]), i))
+        order = sorted(ids, key=lambda i: (d.rank(i), rank[i], -weight(by_id[i]), i))
         position = {pid: n for n, pid in enumerate(order)}
 
         # -- principles
@@ -362,11 +131,16 @@ class _Builder:
             entry = dict(entry)
             entry["rank"] = rank[pid]
             entry["priority_index"] = position[pid]
+            entry["authority"] = p.authority.name if p.authority is not None else None
+            entry["authority_rank"] = d.rank(pid)
+            entry["final"] = p.final is not None
             out_principles.append(entry)
             base = f"/principles/{i}"
             for suffix, locs in suffixes:
                 smap[base + suffix] = locs
             used_facets |= facets
+        behaviors, behavior_map = behaviors_section(c, principles, self.loc)
+        smap.update(behavior_map)
 
         # -- critique / revision
         stop = StopRule(enabled=settings.stop_when_satisfied)
@@ -386,7 +160,7 @@ class _Builder:
             "system": system,
             "preamble": preamble,
             "few_shot": refs,
-            "critique_request": _critique_template(stop).model_dump(mode="json"),
+            "critique_request": critique_template(stop).model_dump(mode="json"),
             "revision_request": REVISION_TEMPLATE.model_dump(mode="json"),
             "stop": stop.model_dump(mode="json"),
         }
@@ -434,7 +208,7 @@ class _Builder:
         facets = [{"name": f.name.name, "values": [v.name for v in f.values], "ordered": f.ordered} for f in c.facets.values()]
         assumptions = []
         for k, a in enumerate(d.assumptions):
-            assumptions.append({"when": expr_text(a), "condition": _cond_dict(a)})
+            assumptions.append({"when": expr_text(a), "condition": cond_dict(a)})
             self._map(f"/assumptions/{k}/when", a.span)
         conflicts = []
         for rule in d.conflicts:
@@ -443,7 +217,7 @@ class _Builder:
             k = len(conflicts)
             branches = []
             for b_i, b in enumerate(rule.branches):
-                branches.append({"when": expr_text(b.condition), "condition": _cond_dict(b.condition), "winner": b.winner.name})
+                branches.append({"when": expr_text(b.condition), "condition": cond_dict(b.condition), "winner": b.winner.name})
                 self._map(f"/conflicts/{k}/branches/{b_i}/when", b.condition.span)
             conflicts.append(
                 {
@@ -459,12 +233,12 @@ class _Builder:
         for rule in d.conflicts:
             if rule.left.name in idset and rule.right.name in idset:
                 for b in rule.branches:
-                    used |= _facets_in(b.condition)
+                    used |= facets_in(b.condition)
         questions = []
         for name, facet in c.facets.items():
             if name not in used:
                 continue
-            allowed = _allowed_values(facet, d.assumptions)
+            allowed = allowed_values(facet, d.assumptions)
             values = ", ".join(allowed)
             if facet.ordered:
                 question = f"What is the {name} of this request? Choose one of (from lowest to highest): {values}."
@@ -545,6 +319,7 @@ class _Builder:
             "facets": facets,
             "assumptions": assumptions,
             "principles": out_principles,
+            "behaviors": behaviors,
             "priority": {"order": order, "edges": [list(e) for e in edges]},
             "conflicts": conflicts,
             # the small sections go through their models, so that defaults are filled in exactly
@@ -614,7 +389,7 @@ class _Builder:
             "revise": _text(p.revise),
             "compare": _text(p.compare),
             "when": expr_text(p.when) if p.when is not None else None,
-            "condition": _cond_dict(p.when, facets) if p.when is not None else None,
+            "condition": cond_dict(p.when, facets) if p.when is not None else None,
             "requires": requires,
             "forbids": forbids,
             "prefers": prefers,
@@ -663,7 +438,7 @@ class _Builder:
 
     def _critique_preamble(self, pool, by_id, principles, limit, stop: StopRule):
         n = lambda s: neutralize(s, self.fmt)  # noqa: E731
-        crit_t = _critique_template(stop)
+        crit_t = critique_template(stop)
         usable = lambda ex: None not in (ex.prompt, ex.response, ex.critique, ex.revision)  # noqa: E731
         messages: list[dict] = []
         refs: list[dict] = []

@@ -11,7 +11,7 @@ Export (from a compiled :class:`~cai_dsl.compile.ir.Program`, so only error-free
   ``[{"name", "critique_request", "revision_request"}, ...]``.
 * ``jsonl`` — the comparison principles, one ``{"id", "compare", "weight", "tags"}`` per line.
 
-Import (to a :class:`~cai_dsl.lang.ast.ConstitutionFile`, printed with :func:`cai_dsl.lang.formatter.format_ast`
+Import (to a :class:`~cai_dsl.lang.ast.ConstitutionFile`, printed with :func:`cai_dsl.lang.printer.format_ast`
 when that exists, else with the minimal printer here):
 
 * ``hf-cai`` — principles ``<prefix>.pNN`` with critique/revise; each ``system_chat`` conversation
@@ -30,9 +30,11 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from cai_dsl.core.errors import CaiError
+from cai_dsl.core.files import write_atomic
 
 from cai_dsl.lang import ast
 from cai_dsl.compile.ir import Program
@@ -56,7 +58,7 @@ EXPORT_FORMATS = ("hf-cai", "langchain", "jsonl")
 IMPORT_FORMATS = ("hf-cai", "anthropic")
 
 
-class InteropError(Exception):
+class InteropError(CaiError):
     """An input file is not in the expected format; the message says what is wrong."""
 
 
@@ -315,107 +317,11 @@ def import_file(
 
 
 def render_const(file: ast.ConstitutionFile) -> str:
-    """`.const` text: the canonical formatter when available, else :func:`print_const`.
+    """`.const` text of an imported file: the one printer, :func:`cai_dsl.lang.printer.format_ast`."""
+    from cai_dsl.lang.printer import format_ast
 
-    The result is parsed back; if the formatter's output does not parse to the same AST, the
-    minimal printer is used instead.
-    """
-    from cai_dsl.lang.parser import parse_text
-
-    try:
-        from cai_dsl.lang.formatter import format_ast
-    except ImportError:
-        format_ast = None
-    if format_ast is not None:
-        try:
-            text = format_ast(file)
-            parsed = parse_text(text, file.path)
-            if parsed.file is not None and ast.strip_spans(parsed.file) == ast.strip_spans(file):
-                return text
-        except Exception:  # noqa: BLE001 - fall back to the minimal printer below
-            pass
-    return print_const(file)
+    return format_ast(file)
 
 
-_ESC = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
-
-
-def quote(value: str) -> str:
-    """A one-line `.const` string literal for ``value`` (control characters as ``\\uXXXX``)."""
-    out = []
-    for ch in value:
-        if ch in _ESC:
-            out.append(_ESC[ch])
-        elif ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 or ch in "\u2028\u2029":
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            out.append(ch)
-    return '"' + "".join(out) + '"'
-
-
-def print_const(file: ast.ConstitutionFile) -> str:
-    """A minimal printer for the items the importers produce (header, source, principles with
-    texts and critique examples, deployments with include/exclude)."""
-    lines: list[str] = []
-    for item in file.items:
-        if isinstance(item, ast.Header):
-            lines.append(f"constitution {quote(item.name.value)}" + (f" version {quote(item.version.value)}" if item.version else ""))
-        elif isinstance(item, ast.Source):
-            lines.append(f"source {quote(item.text.value)}")
-            lines.append("")
-        elif isinstance(item, ast.Principle):
-            lines.append(f"principle {item.id.name} {{")
-            for field in ("critique", "revise", "compare"):
-                value = getattr(item, field)
-                if value is not None:
-                    lines.append(f"  {field:<8} {quote(value.value)}")
-            if item.tags:
-                lines.append("  tags " + ", ".join(t.name for t in item.tags.names))
-            if item.weight is not None:
-                lines.append(f"  weight {item.weight.literal}")
-            for ex in item.examples:
-                if isinstance(ex, ast.Example):
-                    lines.append("  example {")
-                    for field in ("prompt", "response", "critique", "revision"):
-                        value = getattr(ex, field)
-                        if value is not None:
-                            lines.append(f"    {field:<8} {quote(value.value)}")
-                    lines.append("  }")
-            lines.append("}")
-            lines.append("")
-        elif isinstance(item, ast.Deployment):
-            head = f"deployment {item.name.name}" + (f" extends {item.extends.name}" if item.extends else "")
-            lines.append(head + " {")
-            for d_item in item.items:
-                if isinstance(d_item, (ast.Include, ast.Exclude)):
-                    word = "include" if isinstance(d_item, ast.Include) else "exclude"
-                    sels = ", ".join(("#" + s.text) if s.form == "tag" else s.text for s in d_item.selectors)
-                    lines.append(f"  {word} {sels}")
-            lines.append("}")
-            lines.append("")
-        else:
-            raise ValueError(f"print_const cannot print {type(item).__name__}")
-    while lines and lines[-1] == "":
-        lines.pop()
-    return "\n".join(lines) + "\n"
-
-
-def write_atomic(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same directory and ``os.replace``."""
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        os.chmod(tmp, 0o644)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+#: The former minimal printer's name; `.const` text has one printer.
+print_const = render_const

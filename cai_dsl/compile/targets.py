@@ -22,6 +22,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from cai_dsl.core.errors import CaiError
+
 __all__ = [
     "BackendOptions",
     "CHAT_FORMATS",
@@ -50,7 +52,7 @@ CHAT_FORMATS = ("chatml", "llama3", "llama2", "mistral", "model")
 """Known chat formats; ``model`` means: use the tokenizer's own chat template."""
 
 
-class TargetError(Exception):
+class TargetError(CaiError):
     """A target could not be found or is invalid; the message says where and why."""
 
 

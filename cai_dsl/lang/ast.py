@@ -148,10 +148,28 @@ class Facet(Node):
     ordered: bool = False
 
 
+class Observe(Node):
+    """How a behavior shows in a response: marker phrases (case-insensitive, matched on
+    word boundaries), Python regexes (case-insensitive), yes/no judge questions, and
+    canonical openings of a response that exhibits it; each in source order."""
+
+    kind: Literal["observe"] = "observe"
+    markers: tuple[Text, ...] = ()
+    patterns: tuple[Text, ...] = ()
+    judges: tuple[Text, ...] = ()
+    openings: tuple[Text, ...] = ()
+
+    @property
+    def detectable(self) -> bool:
+        """Whether a detector (marker, pattern) or a judge question can observe it."""
+        return bool(self.markers or self.patterns or self.judges)
+
+
 class Behavior(Node):
     kind: Literal["behavior"] = "behavior"
     name: Ident
     description: Text | None = None
+    observe: Observe | None = None
 
 
 class Exclusive(Node):
@@ -222,9 +240,24 @@ class PrincipleBody(Node):
         return tuple(t.name for t in self.tags.names) if self.tags else ()
 
 
+class Final(Node):
+    """The ``final`` mark: no deployment may exclude, override or outrank the principle."""
+
+    kind: Literal["final"] = "final"
+
+
 class Principle(PrincipleBody):
     kind: Literal["principle"] = "principle"
     id: Ident
+    authority: Ident | None = None  # the lowest level allowed to change it (None: the highest)
+    final: Final | None = None
+
+
+class AuthorityDecl(Node):
+    """``authority platform > operator > user``: the levels, highest first."""
+
+    kind: Literal["authority_decl"] = "authority_decl"
+    levels: tuple[Ident, ...]
 
 
 class Selector(Node):
@@ -278,8 +311,26 @@ class Assume(Node):
 
 
 class Override(PrincipleBody):
+    """Replaces the fields it gives; ``narrow`` (``narrow when EXPR``) adds ``EXPR`` to the
+    principle's condition instead of replacing it."""
+
     kind: Literal["override"] = "override"
     target: Ident
+    narrow: Expr | None = None
+
+
+class DeploymentAuthority(Node):
+    """``authority L`` in a deployment: the level of whoever writes it."""
+
+    kind: Literal["authority"] = "authority"
+    level: Ident
+
+
+class Lock(Node):
+    """``lock SELECTORS``: the descendants of the deployment may no longer change these."""
+
+    kind: Literal["lock"] = "lock"
+    selectors: tuple[Selector, ...]
 
 
 SettingValue = Union[bool, int, float, str]
@@ -296,7 +347,8 @@ class Setting(Node):
 
 
 DeploymentItem = Annotated[
-    Union[Include, Exclude, Assume, Priority, Override, Setting], Field(discriminator="kind")
+    Union[Include, Exclude, Assume, Priority, Override, Setting, DeploymentAuthority, Lock],
+    Field(discriminator="kind"),
 ]
 
 
@@ -322,6 +374,8 @@ class Expectation(Node):
 
 
 class TestCase(Node):
+    """``deployment`` is a deployment name or a glob over them (``*``, ``acme*``)."""
+
     kind: Literal["test"] = "test"
     name: Text
     deployment: Ident
@@ -352,6 +406,7 @@ Item = Annotated[
         Deployment,
         TestCase,
         PropertyCase,
+        AuthorityDecl,
     ],
     Field(discriminator="kind"),
 ]

@@ -24,6 +24,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from cai_dsl.core.records import read_jsonl
+
 __all__ = ["build_report", "line_chart", "scatter_chart", "histogram", "write_report"]
 
 _COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
@@ -155,21 +157,8 @@ def _read_json(path: Path) -> Any:
 
 
 def _read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    try:
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                if not line.endswith("\n"):
-                    break
-                try:
-                    obj = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(obj, dict):
-                    rows.append(obj)
-    except OSError:
-        return []
-    return rows
+    """The records of a job's JSONL output (none when it was not written; a corrupt line is an error)."""
+    return read_jsonl(path).records if path.is_file() else []
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -363,7 +352,7 @@ def build_report(run_dir: str | os.PathLike[str]) -> str:
 
 def write_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None) -> Path:
     """Write the report (default ``run_dir/report.html``) atomically; returns its path."""
-    from cai_dsl.core.artifacts import write_atomic
+    from cai_dsl.core.files import write_atomic
 
     path = Path(out) if out is not None else Path(run_dir) / "report.html"
     write_atomic(path, build_report(run_dir))

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cai_dsl.diagnostics import rules
-from cai_dsl.diagnostics.base import Diagnostic
+from cai_dsl.diagnostics import Diagnostic
 
 __all__ = ["MAX_FLIP_RATE", "MIN_ACCURACY", "PrincipleMeasurement", "empirical_lints", "measure_principles"]
 
@@ -58,10 +58,10 @@ def measure_principles(
     another deployment (same text, examples, preamble and chain-of-thought settings)."""
     import json
 
-    from cai_dsl.run.evaluation import _debias_copy, _weighted
+    from cai_dsl.run.evaluation import debias_copy, weighted_mean
     from cai_dsl.run.feedback import FeedbackScorer, PairQuery
 
-    scorer = FeedbackScorer(_debias_copy(program), models)
+    scorer = FeedbackScorer(debias_copy(program), models)
     weights = [m.weight for m in models]
     cmp = program.comparison
     context = json.dumps([cmp.system, [m.content for m in cmp.preamble], cmp.chain_of_thought.model_dump(),
@@ -84,7 +84,7 @@ def measure_principles(
         items = []
         for j in scorer.judge(queries):
             d = j.details[pid]
-            p_ab, p_ba = _weighted(d["p_ab"], weights), _weighted(d["p_ba"], weights)
+            p_ab, p_ba = weighted_mean(d["p_ab"], weights), weighted_mean(d["p_ba"], weights)
             items.append({"p": (p_ab + 1.0 - p_ba) / 2.0, "p_ab": p_ab, "p_ba": p_ba})
         accuracy = sum(1.0 if it["p"] > 0.5 else 0.0 if it["p"] < 0.5 else 0.5 for it in items) / len(items)
         flips = sum((it["p_ab"] > 0.5) != (it["p_ba"] < 0.5) for it in items) / len(items)
@@ -101,7 +101,7 @@ def empirical_lints(constitution: Any, deployment: str | None = None, target: st
 
     A constitution with errors, or a model that cannot be loaded, gives one CAI309 diagnostic explaining why
     nothing was measured (never an exception)."""
-    from cai_dsl.check.checker import _suppressed, _suppressions
+    from cai_dsl.check.suppressions import apply_suppressions
     from cai_dsl.compile.compiler import CompileError, compile_program
     from cai_dsl.run.feedback import ModelPool, RLAIFError, feedback_models_for
     from cai_dsl.compile.targets import TargetError, load_target
@@ -113,7 +113,7 @@ def empirical_lints(constitution: Any, deployment: str | None = None, target: st
     except TargetError as exc:
         return [rules.EMPIRICAL_INCONSISTENCY(f"empirical check skipped: {exc}", severity="info")]
     names = [deployment] if deployment else list(constitution.deployments)
-    pool = ModelPool(tgt.device, tgt.dtype)
+    pool = ModelPool.of(tgt)
     cache: dict = {}
     out: list[Diagnostic] = []
     findings: dict[tuple[str, str], list[str]] = {}  # (principle, problem) -> deployments
@@ -163,5 +163,4 @@ def empirical_lints(constitution: Any, deployment: str | None = None, target: st
             deployment=deployments[0] if len(deployments) == 1 else None,
             principles=(pid,),
         ))
-    regions = _suppressions(constitution)
-    return [d for d in out if not _suppressed(d, regions, constitution)]
+    return apply_suppressions(out, constitution)

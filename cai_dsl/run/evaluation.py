@@ -46,6 +46,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cai_dsl.core.files import write_json_atomic
+from cai_dsl.core.hashing import RunMismatch
+from cai_dsl.core.progress import progress
+from cai_dsl.core.records import RecordFile
 from cai_dsl.run.feedback import (
     FeedbackModel,
     FeedbackScorer,
@@ -56,22 +60,23 @@ from cai_dsl.run.feedback import (
     check_adapter_dir,
     default_prompts,
     feedback_models_for,
-    progress,
     quiet_transformers,
     read_jsonl,
-    transformers_backend,
 )
+from cai_dsl.run.prompts import policy_prompt
 
 __all__ = [
     "Comparison",
     "REFUSAL_PHRASES",
     "bradley_terry_elo",
+    "debias_copy",
     "evaluate_feedback",
     "evaluate_models",
     "feedback_metrics",
     "is_refusal",
     "load_comparisons",
     "swap_options",
+    "weighted_mean",
 ]
 
 
@@ -191,7 +196,7 @@ def feedback_metrics(items: Sequence[Mapping[str, float | None]], bins: int = 10
 # ---------------------------------------------------------------------------------------------------- feedback eval
 
 
-def _debias_copy(program: Any) -> Any:
+def debias_copy(program: Any) -> Any:
     """The program with ``position_debias`` on (evaluation always scores both orders)."""
     if program.comparison.position_debias:
         return program
@@ -199,7 +204,7 @@ def _debias_copy(program: Any) -> Any:
     return program.model_copy(update={"comparison": comparison})
 
 
-def _weighted(values: Sequence[float], weights: Sequence[float]) -> float:
+def weighted_mean(values: Sequence[float], weights: Sequence[float]) -> float:
     total = sum(weights)
     return sum(v * w for v, w in zip(values, weights)) / total if total > 0 else sum(values) / len(values)
 
@@ -220,10 +225,9 @@ def evaluate_feedback(
     weights = [m.weight for m in models]
     items: list[dict[str, Any]] = []
     per_principle: dict[str, list[dict[str, float]]] = {}
-    bar = progress(total=len(comparisons), desc="eval feedback", unit="item", enabled=show_progress)
-    try:
+    with progress(len(comparisons), "eval feedback", unit="item", enabled=show_progress) as bar:
         if pairs:
-            scorer = FeedbackScorer(_debias_copy(program), models)
+            scorer = FeedbackScorer(debias_copy(program), models)
             for start in range(0, len(pairs), batch):
                 chunk = pairs[start : start + batch]
                 queries = [
@@ -237,7 +241,7 @@ def evaluate_feedback(
                     votes = {}
                     ab_all, ba_all = [], []
                     for pid, d in j.details.items():
-                        p_ab, p_ba = _weighted(d["p_ab"], weights), _weighted(d["p_ba"], weights)
+                        p_ab, p_ba = weighted_mean(d["p_ab"], weights), weighted_mean(d["p_ba"], weights)
                         votes[pid] = program.debias(p_ab, p_ba)
                         ab_all.append(p_ab)
                         ba_all.append(p_ba)
@@ -247,15 +251,13 @@ def evaluate_feedback(
                         "id": c.id, "origin": c.origin, "kind": "pair", "principles": list(j.principles), "p": p,
                         "p_ab": sum(ab_all) / len(ab_all), "p_ba": sum(ba_all) / len(ba_all),
                     })
-                    bar.update(1)
+                    bar(1)
         if choices:
             for start in range(0, len(choices), batch):
                 chunk = choices[start : start + batch]
                 for c, res in zip(chunk, _score_choices(chunk, models)):
                     items.append({"id": c.id, "origin": c.origin, "kind": "choice", **res})
-                    bar.update(1)
-    finally:
-        bar.close()
+                    bar(1)
     report: dict[str, Any] = {
         "overall": feedback_metrics(items),
         "items": items,
@@ -316,10 +318,10 @@ def _score_choices(chunk: Sequence[Comparison], models: Sequence[FeedbackModel])
             per_model_swapped.append(_score_options(fm.backend, swapped_jobs) if swapped_jobs else [])
     results = []
     for i, c in enumerate(chunk):
-        p_as_given = _weighted([row[i] for row in per_model_given], weights)
+        p_as_given = weighted_mean([row[i] for row in per_model_given], weights)
         entry: dict[str, Any] = {"p": p_as_given, "p_ab": None, "p_ba": None}
         if i in swapped_of:
-            p_swapped = _weighted([row[swapped_of[i]] for row in per_model_swapped], weights)
+            p_swapped = weighted_mean([row[swapped_of[i]] for row in per_model_swapped], weights)
             # position metrics want P(option A): the correct option's letter decides which layout is "ab"
             correct_is_a = any("(A)" in o for o in c.corrects)
             entry["p_ab"] = p_as_given if correct_is_a else p_swapped
@@ -407,10 +409,7 @@ def evaluate_models(
     With ``out_dir``, responses and judgements are kept in resumable record files there and the report is
     written to ``out_dir/models.json``.
     """
-    from cai_dsl.core.artifacts import RecordFile, RunMismatch, write_json_atomic
     from cai_dsl.run.backends.base import GenerationParams
-    from cai_dsl.run.feedback import policy_prompt
-
     adapters = {"sl": sl_adapter, "rl": rl_adapter}
     for a in adapters.values():
         if a is not None:
@@ -423,7 +422,7 @@ def evaluate_models(
         "helpfulness": default_prompts("eval", kinds=("helpful",))[:limit],
     }
     started = time.perf_counter()
-    pool = pool or ModelPool(program.run.device, program.run.dtype)
+    pool = pool or ModelPool.of(program)
     loaded = pool.load(program.run.models.policy)
     peft_model = None
     from peft import PeftModel
@@ -437,8 +436,8 @@ def evaluate_models(
                     peft_model.load_adapter(str(adapters[name]), adapter_name=name)
             except Exception as exc:
                 raise RLAIFError(f"{adapters[name]}: cannot load the {name} adapter: {type(exc).__name__}: {exc}") from None
-    bs = int(program.run.backend_options.get("batch_size", 8))
-    backend = transformers_backend(loaded, peft_model.get_base_model(), batch_size=bs)
+    bs = program.run.backend_options.batch_size
+    backend = pool.context.transformers_backend(loaded, peft_model.get_base_model(), batch_size=bs)
     fingerprint = {
         "job": "eval-models",
         "program_hash": program.provenance.program_hash,
@@ -456,16 +455,15 @@ def evaluate_models(
         records = _MemoryRecords()
     params = GenerationParams(max_new_tokens=max_new_tokens or program.run.generation.max_new_tokens, temperature=0.0)
     all_prompts = [(s, p) for s, ps in sets.items() for p in ps]
-    bar = progress(total=len(names), desc="eval: generate", unit="model", enabled=show_progress)
-    for name in names:
-        todo = [(s, p) for s, p in all_prompts if not records.done(f"gen:{name}:{p.id}")]
-        if todo:
-            with _adapter_context(peft_model, name):
-                gens = backend.generate([policy_prompt(program, p.prompt) for _, p in todo], params)
-            for (s, p), g in zip(todo, gens):
-                records.append({"key": f"gen:{name}:{p.id}", "model": name, "set": s, "id": p.id, "response": g.text.strip()})
-        bar.update(1)
-    bar.close()
+    with progress(len(names), "eval: generate", unit="model", enabled=show_progress) as bar:
+        for name in names:
+            todo = [(s, p) for s, p in all_prompts if not records.done(f"gen:{name}:{p.id}")]
+            if todo:
+                with _adapter_context(peft_model, name):
+                    gens = backend.generate([policy_prompt(program, p.prompt) for _, p in todo], params)
+                for (s, p), g in zip(todo, gens):
+                    records.append({"key": f"gen:{name}:{p.id}", "model": name, "set": s, "id": p.id, "response": g.text.strip()})
+            bar(1)
     responses = {(r["model"], r["id"]): r["response"] for r in records if r["key"].startswith("gen:")}
     scorer = FeedbackScorer(program, feedback_models_for(program, pool, batch_size=bs, share={program.run.models.policy: (loaded, peft_model)}))
     subsets = {"harmlessness": principles_tagged(program, _HARM_TAGS), "helpfulness": principles_tagged(program, _HELP_TAGS)}
@@ -481,13 +479,12 @@ def evaluate_models(
                         continue
                     chosen = program.rng("eval", key).sample(subset, min(k, len(subset)))
                     queries.append((key, s, p.id, a, b, PairQuery(key, p.prompt, responses[(a, p.id)], responses[(b, p.id)], p.scenario, tuple(chosen))))
-    bar = progress(total=len(queries), desc="eval: judge", unit="pair", enabled=show_progress)
-    for start in range(0, len(queries), bs):
-        chunk = queries[start : start + bs]
-        for (key, s, pid, a, b, _), j in zip(chunk, scorer.judge([q[-1] for q in chunk])):
-            records.append({"key": key, "set": s, "id": pid, "a": a, "b": b, "p_a": j.p_first, "principles": list(j.principles)})
-            bar.update(1)
-    bar.close()
+    with progress(len(queries), "eval: judge", unit="pair", enabled=show_progress) as bar:
+        for start in range(0, len(queries), bs):
+            chunk = queries[start : start + bs]
+            for (key, s, pid, a, b, _), j in zip(chunk, scorer.judge([q[-1] for q in chunk])):
+                records.append({"key": key, "set": s, "id": pid, "a": a, "b": b, "p_a": j.p_first, "principles": list(j.principles)})
+                bar(1)
     report = _models_report(program, names, adapters, sets, records, subsets, responses)
     report["seconds"] = round(time.perf_counter() - started, 1)
     if out_dir is not None:

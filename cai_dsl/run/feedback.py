@@ -21,20 +21,27 @@ that writes ``preferences.jsonl`` (one record per prompt, keyed by the prompt id
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import math
 import os
-import sys
 import time
-import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any, ContextManager
 
+from cai_dsl.core import records as records_file
+from cai_dsl.core.hashing import RunMismatch
+from cai_dsl.core.progress import progress
+from cai_dsl.core.records import RecordFile
 from cai_dsl.run.backends.base import Prompt
+from cai_dsl.run.context import ModelPool, check_adapter_dir, quiet_transformers, with_adapter
+from cai_dsl.run.data import PromptItem, split_of
+from cai_dsl.run.data import load_prompts as _read_prompts
+from cai_dsl.run.data import split_prompts
+from cai_dsl.run.errors import RLAIFError
+from cai_dsl.run.prompts import policy_prompt
+from cai_dsl.run.train.job import adapter_fingerprint, write_adapter_manifest
+
 
 __all__ = [
     "FeedbackModel",
@@ -45,6 +52,8 @@ __all__ = [
     "PairQuery",
     "PromptItem",
     "RLAIFError",
+    "adapter_fingerprint",
+    "check_adapter_dir",
     "default_prompts",
     "feedback_models_for",
     "load_prompt_file",
@@ -54,253 +63,37 @@ __all__ = [
     "read_jsonl",
     "run_label",
     "split_of",
+    "with_adapter",
+    "write_adapter_manifest",
 ]
-
-
-class RLAIFError(Exception):
-    """A user-facing problem in an RL-CAI job (bad input file, missing model, ...); the message says what to fix."""
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
 
 
-def progress(iterable: Any = None, *, total: int | None = None, desc: str = "", unit: str = "it", enabled: bool = True):
-    """A tqdm progress bar on stderr (quiet when ``enabled`` is false or CAI_NO_PROGRESS is set)."""
-    from tqdm.auto import tqdm
-
-    disable = not enabled or bool(os.environ.get("CAI_NO_PROGRESS"))
-    interval = 0.5 if sys.stderr.isatty() else 10.0
-    return tqdm(
-        iterable, total=total, desc=desc, unit=unit, file=sys.stderr, disable=disable, mininterval=interval,
-        dynamic_ncols=True, leave=False,
-    )
-
-
 def read_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict]]:
-    """Yield ``(line number, object)`` for each non-blank line; a bad line raises ``RLAIFError`` naming file:line."""
-    p = Path(path)
-    try:
-        handle = open(p, encoding="utf-8")
-    except FileNotFoundError:
-        raise RLAIFError(f"{p}: no such file") from None
-    except OSError as exc:
-        raise RLAIFError(f"{p}: cannot read: {exc}") from None
-    with handle:
-        try:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise RLAIFError(f"{p}:{number}: invalid JSON: {exc.msg} (column {exc.colno})") from None
-                if not isinstance(obj, dict):
-                    raise RLAIFError(f"{p}:{number}: expected a JSON object, got {type(obj).__name__}")
-                yield number, obj
-        except UnicodeDecodeError as exc:
-            raise RLAIFError(f"{p}: not UTF-8 text: {exc}") from None
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes (adapters and inputs in job fingerprints)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def adapter_fingerprint(adapter: Path | None) -> str | None:
-    """A content hash of a PEFT adapter directory (its weights and config), or None."""
-    if adapter is None:
-        return None
-    digest = hashlib.sha256()
-    for name in ("adapter_config.json", "adapter_model.safetensors"):
-        p = Path(adapter) / name
-        if p.is_file():
-            digest.update(name.encode())
-            digest.update(file_sha256(p).encode())
-    return digest.hexdigest()
-
-
-def write_adapter_manifest(directory: Path, program: Any, stage: str, source_adapter: Path | None = None) -> None:
-    """Write ``cai-adapter.json`` (base model spec, stage, program hash) into an adapter directory, so that
-    ``cai_dsl.run.loading.load_model(DIR)`` finds the base the adapter belongs to."""
-    manifest = {
-        "base_model": program.run.models.policy,
-        "stage": stage,
-        "program_hash": program.provenance.program_hash,
-        "constitution": program.provenance.constitution,
-        "deployment": program.provenance.deployment,
-        "source_adapter": str(source_adapter) if source_adapter else None,
-    }
-    (Path(directory) / "cai-adapter.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
-
-def check_adapter_dir(adapter: Path) -> Path:
-    """``adapter`` if it is a PEFT adapter directory, else RLAIFError saying what is missing."""
-    adapter = Path(adapter)
-    if not adapter.is_dir():
-        raise RLAIFError(f"{adapter}: no such adapter directory (expected a PEFT adapter saved by `cai sl`/`cai rl`)")
-    if not (adapter / "adapter_config.json").is_file():
-        raise RLAIFError(f"{adapter}: not a PEFT adapter directory (no adapter_config.json)")
-    return adapter
+    """``(line number, object)`` for each record of a JSONL file (the rule of :mod:`cai_dsl.core.records`);
+    a bad line raises ``RLAIFError`` naming file:line."""
+    return iter(records_file.read_jsonl(path, error=RLAIFError).rows)
 
 
 def _seed(program: Any, *key: object) -> int:
     return program.rng(*key).randrange(2**31 - 1)
 
 
-@contextlib.contextmanager
-def quiet_transformers():
-    """Silence transformers' load reports, datasets' progress bars and library FutureWarnings for a block."""
-    from transformers.utils import logging as hf_logging
-
-    try:
-        import datasets
-    except ImportError:  # pragma: no cover - datasets is a dependency
-        datasets = None
-    level = hf_logging.get_verbosity()
-    bars = hf_logging.is_progress_bar_enabled()
-    ds_bars = datasets.is_progress_bar_enabled() if datasets is not None else False
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    if ds_bars:
-        datasets.disable_progress_bars()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            yield
-    finally:
-        hf_logging.set_verbosity(level)
-        if bars:
-            hf_logging.enable_progress_bar()
-        if ds_bars:
-            datasets.enable_progress_bars()
-
-
-# ---------------------------------------------------------------------------------------------------- prompts
-
-
-@dataclass(frozen=True)
-class PromptItem:
-    """One prompt to label or evaluate: a stable id, the text, optional scenario tags, and where it came from."""
-
-    id: str
-    prompt: str
-    scenario: dict[str, str] | None = None
-    source: str = ""
-
-
-def split_of(item_id: str, eval_fraction: float = 0.2, salt: str = "") -> str:
-    """``"eval"`` for a stable ~``eval_fraction`` of ids (by sha256), else ``"train"``: labelling and RL use the
-    train split, ``cai eval models`` the held-out eval split. A ``salt`` gives an independent split (the
-    preference model holds out pairs with ``salt="pm"``)."""
-    key = f"{salt}:{item_id}" if salt else str(item_id)
-    h = int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big")
-    return "eval" if (h % 10_000) < eval_fraction * 10_000 else "train"
-
-
 def load_prompt_file(path: str | os.PathLike[str]) -> list[PromptItem]:
-    """Read a prompts JSONL file: ``{"prompt": str, "id"?: str, "scenario"?: {facet: value}}`` per line."""
-    items: list[PromptItem] = []
-    seen: set[str] = set()
-    for number, obj in read_jsonl(path):
-        text = obj.get("prompt")
-        if not isinstance(text, str) or not text.strip():
-            raise RLAIFError(f"{path}:{number}: `prompt` must be a non-empty string")
-        item_id = str(obj.get("id", f"line-{number}"))
-        if item_id in seen:
-            raise RLAIFError(f"{path}:{number}: duplicate id `{item_id}`")
-        seen.add(item_id)
-        scenario = obj.get("scenario")
-        if scenario is not None and (
-            not isinstance(scenario, dict) or not all(isinstance(v, str) for v in scenario.values())
-        ):
-            raise RLAIFError(f"{path}:{number}: `scenario` must be an object of facet names to values")
-        items.append(PromptItem(id=item_id, prompt=text, scenario=scenario, source=f"{path}:{number}"))
-    if not items:
-        raise RLAIFError(f"{path}: no prompts")
-    return items
-
-
-def _packaged(name: str) -> Path:
-    return Path(str(resources.files("cai_dsl.data") / name))
+    """Read a prompts JSONL file (:func:`cai_dsl.run.data.load_prompts`); problems raise RLAIFError."""
+    return _read_prompts(path, error=RLAIFError)
 
 
 def default_prompts(split: str | None = "train", kinds: Sequence[str] = ("red_team", "helpful")) -> list[PromptItem]:
     """The packaged red-team and helpful prompts, interleaved (so any prefix mixes both), filtered by split."""
-    lists = [load_prompt_file(_packaged(f"{kind}_prompts.jsonl")) for kind in kinds]
-    if split is not None:
-        lists = [[p for p in items if split_of(p.id) == split] for items in lists]
-    out: list[PromptItem] = []
-    for i in range(max((len(x) for x in lists), default=0)):
-        for items in lists:
-            if i < len(items):
-                out.append(items[i])
-    return out
+    return split_prompts(split, kinds, error=RLAIFError)
 
 
 def load_prompts(path: str | os.PathLike[str] | None, split: str | None = "train") -> list[PromptItem]:
     """Prompts from ``path`` (all of them) or, when None, the packaged sets' ``split``."""
     return load_prompt_file(path) if path is not None else default_prompts(split)
-
-
-# ---------------------------------------------------------------------------------------------------- models
-
-
-def torch_dtype(name: str | None) -> Any:
-    """The torch dtype of a target's ``dtype`` name (``auto`` and unknown names: float32)."""
-    import torch
-
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(name or "float32")
-
-
-class ModelPool:
-    """Loads each model spec once per job (no global cache: the pool lives as long as the job)."""
-
-    def __init__(self, device: str = "cpu", dtype: str | None = "float32") -> None:
-        self.device = "cpu" if device == "auto" else device
-        self.dtype = dtype
-        self._models: dict[str, Any] = {}
-
-    def load(self, spec: str) -> Any:
-        """The ``LoadedModel`` of ``spec`` (loaded on first use)."""
-        from cai_dsl.run.loading import ModelError, load_model
-
-        if spec not in self._models:
-            try:
-                self._models[spec] = load_model(spec, dtype=torch_dtype(self.dtype), device=self.device)
-            except ModelError as exc:
-                raise RLAIFError(str(exc)) from None
-        return self._models[spec]
-
-
-def with_adapter(loaded: Any, adapter: Path | None, *, adapter_name: str = "default", trainable: bool = False) -> Any:
-    """Wrap ``loaded.model`` with a PEFT adapter (returns the PeftModel), or return None when ``adapter`` is None."""
-    if adapter is None:
-        return None
-    from peft import PeftModel
-
-    check_adapter_dir(adapter)
-    try:
-        with quiet_transformers():
-            return PeftModel.from_pretrained(loaded.model, str(adapter), adapter_name=adapter_name, is_trainable=trainable)
-    except Exception as exc:  # peft raises several types for a mismatched adapter
-        raise RLAIFError(
-            f"{adapter}: cannot load this adapter onto {loaded.name}: {type(exc).__name__}: {exc}. "
-            "Was it trained on another base model?"
-        ) from None
-
-
-def transformers_backend(loaded: Any, model: Any = None, *, batch_size: int = 8) -> Any:
-    """A TransformersBackend over ``loaded`` (or over ``model``, e.g. a PEFT-injected base, with its tokenizer)."""
-    from cai_dsl.run.backends.transformers_backend import TransformersBackend
-    from cai_dsl.run.loading import LoadedModel
-
-    if model is not None:
-        loaded = LoadedModel(model=model, tokenizer=loaded.tokenizer, name=loaded.name, path=loaded.path)
-    return TransformersBackend(loaded, batch_size=batch_size)
 
 
 # ---------------------------------------------------------------------------------------------------- judging
@@ -468,18 +261,13 @@ def feedback_models_for(
     """
     out = []
     run = program.run
+    context = pool.context
     for fb in run.models.feedback:
         if run.backend != "transformers":
-            from cai_dsl.run.backends import BackendError, make_backend
+            from cai_dsl.run.backends import BackendError
 
-            options: dict[str, Any] = {"model": fb.model}
-            if run.backend == "openai":
-                options["base_url"] = run.backend_options.get("base_url")
-                env = run.backend_options.get("api_key_env")
-                if env:
-                    options["api_key"] = os.environ.get(env)
             try:
-                backend = make_backend(run.backend, **options)
+                backend = context.backend(fb.model, batch_size=batch_size)
             except BackendError as exc:
                 raise RLAIFError(str(exc)) from None
             out.append(FeedbackModel(backend=backend, weight=fb.weight, name=fb.model))
@@ -487,12 +275,12 @@ def feedback_models_for(
         if share and fb.model in share:
             loaded, peft_model = share[fb.model]
             if peft_model is not None:
-                backend = transformers_backend(loaded, peft_model.get_base_model(), batch_size=batch_size)
+                backend = context.transformers_backend(loaded, peft_model.get_base_model(), batch_size=batch_size)
                 out.append(FeedbackModel(backend, fb.weight, fb.model, peft_model.disable_adapter))
             else:
-                out.append(FeedbackModel(transformers_backend(loaded, batch_size=batch_size), fb.weight, fb.model))
+                out.append(FeedbackModel(context.transformers_backend(loaded, batch_size=batch_size), fb.weight, fb.model))
             continue
-        out.append(FeedbackModel(transformers_backend(pool.load(fb.model), batch_size=batch_size), fb.weight, fb.model))
+        out.append(FeedbackModel(context.transformers_backend(pool.load(fb.model), batch_size=batch_size), fb.weight, fb.model))
     return out
 
 
@@ -526,13 +314,6 @@ def sampling_params(program: Any, seed: int, max_new_tokens: int | None = None) 
     )
 
 
-def policy_prompt(program: Any, text: str) -> Any:
-    """The backend prompt the policy answers: the target's system prompt (if any) and the user's text."""
-    from cai_dsl.run.backends.base import Prompt
-
-    return Prompt.user(text, system=program.critique_revision.system)
-
-
 def run_label(
     program: Any,
     out_dir: str | os.PathLike[str],
@@ -554,13 +335,12 @@ def run_label(
     each chunk's records are written.
     """
     from cai_dsl import __version__
-    from cai_dsl.core.artifacts import RecordFile, RunMismatch
 
     out = Path(out_dir)
     items = list(prompts)[: limit if limit is not None else None]
     if not items:
         raise RLAIFError("no prompts to label")
-    bs = batch_size or int(program.run.backend_options.get("batch_size", 8))
+    bs = batch_size or program.run.backend_options.batch_size
     gen = program.run.generation
     policy_spec = program.run.models.policy
     fingerprint = {
@@ -581,10 +361,10 @@ def run_label(
     pending = records.pending([{"id": it.id} for it in items])
     if not pending:
         return _label_summary(records, items, 0, 0.0, out)
-    pool = pool or ModelPool(program.run.device, program.run.dtype)
+    pool = pool or ModelPool.of(program)
     loaded = pool.load(policy_spec)
     peft_model = with_adapter(loaded, policy_adapter)
-    gen_backend = transformers_backend(
+    gen_backend = pool.context.transformers_backend(
         loaded, peft_model.get_base_model() if peft_model is not None else None, batch_size=bs
     )
     scorer = FeedbackScorer(program, feedback_models_for(program, pool, batch_size=bs, share={policy_spec: (loaded, peft_model)}))
@@ -600,8 +380,7 @@ def run_label(
     }
     new = 0
     started = time.perf_counter()
-    bar = progress(total=len(pending), desc="label", unit="pair", enabled=show_progress)
-    try:
+    with progress(len(pending), "label", unit="pair", enabled=show_progress) as bar:
         for start in range(0, len(items), bs):
             chunk = items[start : start + bs]
             todo = [it for it in chunk if not records.done(it.id)]
@@ -623,11 +402,9 @@ def run_label(
                     continue
                 records.append(_label_record(q, j, seeds, provenance, program))
                 new += 1
-                bar.update(1)
+                bar(1)
             if on_chunk is not None:
                 on_chunk(start)
-    finally:
-        bar.close()
     return _label_summary(records, items, new, time.perf_counter() - started, out)
 
 

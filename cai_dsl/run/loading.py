@@ -31,13 +31,15 @@ import hashlib
 import importlib.util
 import json
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from cai_dsl.core.errors import CaiError
+from cai_dsl.core.files import publish_dir, remove_stale, write_json_atomic
+from cai_dsl.core.hashing import sha256_file
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -63,7 +65,6 @@ MANIFEST_NAME = "cai-cache.json"
 ADAPTER_MANIFEST = "cai-adapter.json"
 """The file cai-dsl writes into an adapter directory: base model spec, constitution hashes, data hash."""
 _MANIFEST_FORMAT = 1
-_TMP_MARK = ".tmp-"
 _FINGERPRINT_CHUNK = 1 << 20  # 1 MiB read at each end of the source file
 
 
@@ -86,7 +87,7 @@ EMBEDDED_MODELS: dict[str, _Embedded] = {
 _EMBEDDED_ALIASES = {"": "smollm2-135m", "default": "smollm2-135m", "smollm2": "smollm2-135m"}
 
 
-class ModelError(Exception):
+class ModelError(CaiError):
     """A model could not be found or loaded; the message says what to install or fix."""
 
 
@@ -239,14 +240,6 @@ def _source_info(source: Path) -> dict[str, Any]:
     return {"name": source.name, "size": size, "fingerprint": digest.hexdigest()}
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _cache_dir_for(source: Path, info: dict[str, Any]) -> Path:
     stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in source.stem)[:80]
     return cache_root() / "models" / f"{stem}-{info['fingerprint'][:16]}"
@@ -308,10 +301,8 @@ def _atomic_build(final: Path, source: Path, info: dict[str, Any], build: Callab
     with _file_lock(_lock_path(final)):
         if _cache_is_valid(final, info):  # built by another process while we waited
             return final
-        for stale in final.parent.glob(f".{final.name}{_TMP_MARK}*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}{_TMP_MARK}", dir=final.parent))
-        try:
+        remove_stale(final)  # under the lock: no other builder is running
+        with publish_dir(final) as tmp:
             build(tmp)
             files = {
                 str(p.relative_to(tmp)): p.stat().st_size
@@ -320,25 +311,11 @@ def _atomic_build(final: Path, source: Path, info: dict[str, Any], build: Callab
             }
             manifest = {
                 "format": _MANIFEST_FORMAT,
-                "source": {**info, "path": str(source), "sha256": _sha256_file(source)},
+                "source": {**info, "path": str(source), "sha256": sha256_file(source)},
                 "files": files,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
-            manifest_tmp = tmp / (MANIFEST_NAME + ".part")
-            with open(manifest_tmp, "w", encoding="utf-8") as fh:
-                json.dump(manifest, fh, indent=2, sort_keys=True)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(manifest_tmp, tmp / MANIFEST_NAME)
-            if final.exists() or final.is_symlink():
-                if final.is_dir() and not final.is_symlink():
-                    shutil.rmtree(final)
-                else:
-                    final.unlink()
-            os.replace(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            write_json_atomic(tmp / MANIFEST_NAME, manifest)
     return final
 
 

@@ -22,8 +22,11 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from cai_dsl.core.errors import CaiError
 
 from cai_dsl.run.backends.base import (
     Backend,
@@ -34,8 +37,9 @@ from cai_dsl.run.backends.base import (
     encode_text,
     prompt_ids,
 )
+from cai_dsl.run.prompts import PromptRenderer
 
-__all__ = ["Transform", "make_server", "run_server", "serve_forever"]
+__all__ = ["Transform", "chat_prompt", "make_server", "run_server", "serve_forever"]
 
 Transform = Callable[[list[dict[str, str]], str], str]
 """``transform(messages, answer) -> answer``: rewrites each chat answer before it is returned."""
@@ -46,7 +50,7 @@ DEFAULT_CHAT_MAX_TOKENS = 512
 DEFAULT_COMPLETION_MAX_TOKENS = 16
 
 
-class _RequestError(Exception):
+class _RequestError(CaiError):
     def __init__(self, status: int, message: str, param: str | None = None, kind: str = "invalid_request_error"):
         super().__init__(message)
         self.status = status
@@ -70,9 +74,11 @@ class CAIServer(ThreadingHTTPServer):
         model_name: str | None = None,
         api_key: str | None = None,
         verbose: bool = False,
+        renderer: PromptRenderer | None = None,
     ) -> None:
         self.backend = backend
         self.transform = transform
+        self.renderer = renderer
         self.model_name = model_name or _default_model_name(backend)
         self.api_key = api_key
         self.verbose = verbose
@@ -102,15 +108,18 @@ def make_server(
     model_name: str | None = None,
     api_key: str | None = None,
     verbose: bool = False,
+    renderer: PromptRenderer | None = None,
 ) -> CAIServer:
     """Create (bind, not start) an OpenAI-compatible server over ``backend``; ``port=0`` picks a free port.
 
     ``transform(messages, answer)`` rewrites every chat answer; ``api_key`` makes the server require
     ``Authorization: Bearer <api_key>``.  Start it with ``serve_forever(server)`` or ``server.serve_forever()``
-    in a thread; its URL is ``server.url``.
+    in a thread; its URL is ``server.url``. With a ``renderer`` (a constitution's
+    :class:`~cai_dsl.run.prompts.PromptRenderer`) chat prompts are the policy's prompts (:func:`chat_prompt`).
     """
     return CAIServer(
-        (host, port), backend, transform=transform, model_name=model_name, api_key=api_key, verbose=verbose
+        (host, port), backend, transform=transform, model_name=model_name, api_key=api_key, verbose=verbose,
+        renderer=renderer,
     )
 
 
@@ -256,12 +265,9 @@ class _Handler(BaseHTTPRequestHandler):
         _reject_unsupported(req)
         messages = _parse_messages(req.get("messages"))
         continue_final = bool(req.get("continue_final_message", False))
-        if continue_final:
-            if messages[-1]["role"] != "assistant":
-                raise _RequestError(400, "continue_final_message needs a final assistant message", "messages")
-            prompt = Prompt.from_messages(messages[:-1], assistant_prefix=messages[-1]["content"])
-        else:
-            prompt = Prompt.from_messages(messages)
+        if continue_final and messages[-1]["role"] != "assistant":
+            raise _RequestError(400, "continue_final_message needs a final assistant message", "messages")
+        prompt = chat_prompt(messages, self.server.renderer, continue_final=continue_final)
         max_tokens = req.get("max_completion_tokens", req.get("max_tokens"))
         params = _params(req, DEFAULT_CHAT_MAX_TOKENS if max_tokens is None else max_tokens)
         want_logprobs = bool(req.get("logprobs", False))
@@ -369,6 +375,24 @@ class _Handler(BaseHTTPRequestHandler):
 
 # -------------------------------------------------------------------------------------------------------------
 # request parsing helpers
+
+
+def chat_prompt(
+    messages: list[dict[str, str]], renderer: PromptRenderer | None = None, *, continue_final: bool = False
+) -> Prompt:
+    """The backend prompt of a chat request: the messages as sent, or with a ``renderer`` the policy's prompt
+    (:mod:`cai_dsl.run.prompts`: the constitution's system prompt, unless the client sends its own, and the
+    turns with control tokens neutralised). ``continue_final``: the last (assistant) message is the start of
+    the answer."""
+    prefix = ""
+    if continue_final:
+        messages, prefix = messages[:-1], messages[-1]["content"]
+    if renderer is not None:
+        system = [m["content"] for m in messages if m["role"] == "system"]
+        if system:
+            renderer = replace(renderer, system="\n\n".join(system))
+        messages = renderer.messages([m for m in messages if m["role"] != "system"])
+    return Prompt.from_messages(messages, assistant_prefix=prefix)
 
 
 def _raise(err: Exception) -> Any:

@@ -85,6 +85,15 @@ def priority_closure(deployment: ResolvedDeployment) -> set[tuple[str, str]]:
     return closure
 
 
+def outranks(deployment: ResolvedDeployment, closure: set[tuple[str, str]], a: str, b: str) -> str | None:
+    """Why ``a`` ranks above ``b`` where no conflict rule decides: ``"authority"`` (its
+    level is higher), ``"priority"`` (same level, the priority order), or None."""
+    ra, rb = deployment.rank(a), deployment.rank(b)
+    if ra != rb:
+        return "authority" if ra < rb else None
+    return "priority" if (a, b) in closure and (b, a) not in closure else None
+
+
 @dataclass(frozen=True)
 class Clash:
     """Two principles that demand incompatible things about ``behaviors``."""
@@ -117,7 +126,8 @@ def conflict_winner(
     """Who wins a clash between ``a`` and ``b`` in ``scenario``, and why.
 
     A conflict rule for the pair decides first (first matching branch, then
-    ``otherwise``); else the priority order; else nobody (a contradiction).
+    ``otherwise``); else the higher authority level; else the priority order; else
+    nobody (a contradiction).
     """
     for rule in deployment.conflicts:
         if {rule.left.name, rule.right.name} == {a, b}:
@@ -128,10 +138,10 @@ def conflict_winner(
                 return rule.otherwise.name, f"conflict rule (otherwise) at {rule.span}"
             break  # one rule per pair (a second one is a resolution error)
     closure = priority_closure(deployment)
-    if (a, b) in closure and (b, a) not in closure:
-        return a, "priority"
-    if (b, a) in closure and (a, b) not in closure:
-        return b, "priority"
+    for winner, loser in ((a, b), (b, a)):
+        why = outranks(deployment, closure, winner, loser)
+        if why is not None:
+            return winner, why
     return None, "unresolved"
 
 

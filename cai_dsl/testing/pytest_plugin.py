@@ -19,7 +19,7 @@ from cai_dsl.testing.strategies import ConstitutionErrors, LoadedConstitution, l
 def assert_constitution_passes(path) -> LoadedConstitution:
     """Lint ``path`` (errors fail) and run its tests and properties (failures fail)."""
     from cai_dsl.check.checker import check
-    from cai_dsl.diagnostics.base import render_text
+    from cai_dsl.diagnostics.render import render_text
     from cai_dsl.check.tests import failures_as_diagnostics, run_tests
 
     loaded = load(path)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 
-from cai_dsl.check.checker import DeploymentModel, ScenarioSpace, check
+from cai_dsl.check.checker import check
 from cai_dsl.semantics.evaluator import all_scenarios, reachable, resolved_policy
 from cai_dsl.lang.resolver import resolve
 from cai_dsl.testing import constitution_sources
@@ -198,20 +198,3 @@ def test_witnesses_reproduce_and_checker_is_complete(tmp_path_factory, text):
             for clash in resolved_policy(constitution, deployment, scenario).unresolved:
                 found.add(frozenset((clash.first, clash.second)))
     assert found == reported
-
-
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(constitution_sources())
-def test_symbolic_policy_matches_evaluator(tmp_path_factory, text):
-    constitution = _resolve_text(tmp_path_factory, text)
-    deployment = constitution.deployments["base"]
-    space = ScenarioSpace(constitution)
-    model = DeploymentModel(space, deployment)
-    for scenario in all_scenarios(constitution.facets):
-        if not reachable(deployment, scenario, constitution.facets):
-            continue
-        policy = resolved_policy(constitution, deployment, scenario)
-        fixed = space.scenario_constraint(scenario)
-        for behavior, decision in policy.decisions.items():
-            assert (model.sat(fixed, model.required(behavior)) is not None) == (decision.status == "required")
-            assert (model.sat(fixed, model.forbidden(behavior)) is not None) == (decision.status == "forbidden")

@@ -176,9 +176,10 @@ def test_serve_with_a_constitution_revises_answers(tiny_target, tiny_model_dir):
 
 
 def test_run_sl_job_stage_of_cai_run(tmp_path, tiny_target, capsys):
-    from cai_dsl.run.sl import run_sl_job
+    from cai_dsl.cli.pipeline import run_sl_stage as run_sl_job
+    from cai_dsl.pipeline.main import SLBudget
 
-    kwargs = dict(prompts=6, held_out=2, rounds=1, max_new_tokens=6, sft_steps=2, progress=False)
+    kwargs = dict(budget=SLBudget(prompts=6, held_out=2, rounds=1, max_new_tokens=6, sft_steps=2), progress=False)
     assert run_sl_job(PAPER, "base", tiny_target, tmp_path, **kwargs) == 0
     out = capsys.readouterr().out
     assert "[sl 1/3] SL-CAI data: 6 prompts" in out and "[sl 2/3] LoRA SFT" in out

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cai_dsl.compile.compiler import CompileError, compile_all, compile_file, compile_program, expr_text, source_hash
-from cai_dsl.compile.interop import quote
+from cai_dsl.lang.printer import quote
 from cai_dsl.compile.ir import (
     CONTROL_TOKEN_PATTERNS,
     IR_VERSION,

@@ -14,8 +14,9 @@ import pytest
 
 from cai_dsl.lang import ast
 
-from cai_dsl.lang import formatter
-from cai_dsl.lang.formatter import FormatterBug, fmt_paths, format_ast, format_string, format_text
+from cai_dsl.lang import formatter, printer
+from cai_dsl.lang.formatter import FormatterBug, fmt_paths, format_text
+from cai_dsl.lang.printer import format_ast, format_string
 from cai_dsl.lang.parser import long_string_value, parse_text
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -574,12 +575,12 @@ def test_refuses_when_printer_drops_an_item(tmp_path, monkeypatch):
 
 
 def test_refuses_when_printer_drops_a_comment(tmp_path, monkeypatch):
-    real = formatter.attach_comments
+    real = printer.attach_comments
 
     def forgetful(comments, docs):
         return real(list(comments)[1:], docs)
 
-    monkeypatch.setattr(formatter, "attach_comments", forgetful)
+    monkeypatch.setattr(printer, "attach_comments", forgetful)
     source = "# one\nfacet risk: low < high # two\n"
     result = format_text(source, "x.const")
     assert result.output is None and result.bug is not None
@@ -587,7 +588,7 @@ def test_refuses_when_printer_drops_a_comment(tmp_path, monkeypatch):
 
 
 def test_refuses_when_parentheses_are_lost(monkeypatch):
-    monkeypatch.setattr(formatter, "format_expr", lambda expr, min_prec=0: "true")
+    monkeypatch.setattr(printer, "format_expr", lambda expr, min_prec=0: "true")
     result = format_text("principle p { when risk == low }", "x.const")
     assert result.bug is not None and result.output is None
 

@@ -10,13 +10,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cai_dsl.lang import ast
-from cai_dsl.lang.formatter import format_ast, format_text
+from cai_dsl.lang.formatter import format_text
+from cai_dsl.lang.printer import format_ast
 from cai_dsl.lang.parser import parse_text
 
-try:
-    from tests import strategies as S
-except ImportError:  # tests/ is not a package: pytest put it on sys.path
-    import strategies as S  # type: ignore[no-redef]
+from cai_dsl.testing import strategies as S
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = (ROOT / "examples" / "language-example.const").read_text(encoding="utf-8")

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import write_tiny_target
+
 ROOT = Path(__file__).resolve().parents[2]
 ANTHROPIC = str(ROOT / "constitutions" / "anthropic-2022.const")
 HVE = ROOT / "cai_dsl" / "data" / "anthropic-2022" / "HarmfulVsEthical.jsonl"
@@ -116,23 +118,8 @@ def test_measure_principles_flags_position_bias():
     assert all(m.flip_rate == 1.0 and not m.consistent and m.items[0]["p"] == pytest.approx(0.5) for m in measured)
 
 
-TINY_TARGET = """
-name = "tiny"
-chat_format = "chatml"
-[backend_options]
-batch_size = 4
-[models]
-policy = "{model}"
-feedback = [{{ model = "{model}" }}]
-[generation]
-max_new_tokens = 5
-"""
-
-
 def _tiny_target(tmp_path, model_dir):
-    path = tmp_path / "tiny.toml"
-    path.write_text(TINY_TARGET.format(model=model_dir))
-    return str(path)
+    return str(write_tiny_target(tmp_path / "tiny.toml", model_dir, generation={"max_new_tokens": 5}))
 
 
 def test_empirical_lints_on_the_tiny_model(tmp_path, tiny_model_dir):
@@ -240,7 +227,8 @@ def test_eval_feedback_on_harmful_vs_ethical(tmp_path):
 
 def test_rlaif_job_end_to_end_on_the_tiny_model(tmp_path, tiny_model_dir, capsys):
     """`cai run`'s RL-CAI stage: label, PM, PPO, evaluation and report, resumable (a rerun redoes nothing)."""
-    from cai_dsl.pipeline.rlaif import JobBudget, run_rlaif_job
+    from cai_dsl.cli.pipeline import run_rl_stage as run_rlaif_job
+    from cai_dsl.pipeline.rlaif import JobBudget
 
     budget = JobBudget(label_prompts=6, label_max_new_tokens=5, pm_steps=2, ppo_steps=2, ppo_rollout=2,
                        ppo_max_new_tokens=4, eval_prompts=1, eval_max_new_tokens=4)

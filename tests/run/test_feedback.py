@@ -11,32 +11,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import write_tiny_target
+
 ROOT = Path(__file__).resolve().parents[2]
 ANTHROPIC = str(ROOT / "constitutions" / "anthropic-2022.const")
 
-TINY_TARGET = """
-name = "tiny"
-backend = "transformers"
-chat_format = "chatml"
-max_principles_per_comparison = 2
-[backend_options]
-batch_size = 4
-[models]
-policy = "{model}"
-critic = "{model}"
-feedback = [{{ model = "{model}", weight = 1.0 }}]
-[generation]
-max_new_tokens = 6
-temperature = 0.9
-top_p = 0.95
-cot_max_new_tokens = 6
-"""
-
 
 def tiny_target(tmp_path: Path, model_dir: Path) -> str:
-    path = tmp_path / "tiny.toml"
-    path.write_text(TINY_TARGET.format(model=model_dir))
-    return str(path)
+    generation = {"max_new_tokens": 6, "temperature": 0.9, "top_p": 0.95, "cot_max_new_tokens": 6}
+    return str(write_tiny_target(tmp_path / "tiny.toml", model_dir, max_principles_per_comparison=2, generation=generation))
 
 
 def compiled(deployment: str = "rl_cai", target: str = "smollm2-cpu", source: str = ANTHROPIC):

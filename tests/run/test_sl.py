@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import write_tiny_target
+
 from cai_dsl.run.backends.base import Generation, GenerationParams, Prompt
 from cai_dsl.run.sl import (
     BatchedGenerator,
@@ -34,36 +36,16 @@ PAPER = ROOT / "constitutions" / "anthropic-2022.const"
 HARMLESS = ROOT / "constitutions" / "harmless-helpful.const"
 
 
-def write_tiny_target(path: Path, model_dir: Path, *, max_new_tokens: int = 8, temperature: float = 0.7) -> Path:
-    path.write_text(
-        f"""name = "tiny"
-backend = "transformers"
-chat_format = "chatml"
-max_revisions = 2
-[backend_options]
-batch_size = 4
-[models]
-policy = "{model_dir}"
-[generation]
-max_new_tokens = {max_new_tokens}
-temperature = {temperature}
-top_p = 0.9
-[sft]
-batch_size = 4
-max_seq_len = 256
-[sft.lora]
-r = 4
-alpha = 8
-target_modules = ["q_proj", "v_proj"]
-""",
-        encoding="utf-8",
-    )
-    return path
+SL_TABLES = {
+    "max_revisions": 2,
+    "generation": {"max_new_tokens": 8, "temperature": 0.7, "top_p": 0.9},
+    "sft": {"batch_size": 4, "max_seq_len": 256, "lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}},
+}
 
 
 @pytest.fixture(scope="module")
 def tiny_target(tmp_path_factory, tiny_model_dir):
-    return write_tiny_target(tmp_path_factory.mktemp("target") / "tiny.toml", tiny_model_dir)
+    return write_tiny_target(tmp_path_factory.mktemp("target") / "tiny.toml", tiny_model_dir, **SL_TABLES)
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from cai_dsl.core.errors import CaiError
+
 if TYPE_CHECKING:
     from cai_dsl.compile.ir import ChatPrompt
 
@@ -31,7 +33,7 @@ __all__ = [
 ROLES = ("system", "user", "assistant")
 
 
-class BackendError(Exception):
+class BackendError(CaiError):
     """A backend could not be created or a request failed; the message says what to fix."""
 
 

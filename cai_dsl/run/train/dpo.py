@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -28,7 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cai_dsl.run.feedback import ModelPool, RLAIFError, adapter_fingerprint, check_adapter_dir, write_adapter_manifest
+from cai_dsl.core.files import publish_dir, write_json_atomic
+from cai_dsl.core.hashing import changed_inputs, jsonable, sha256_text
+from cai_dsl.run.context import ModelPool, check_adapter_dir, quiet_transformers
+from cai_dsl.run.errors import RLAIFError
+from cai_dsl.run.prompts import PromptRenderer
+from cai_dsl.run.train.job import adapter_fingerprint, lora_config, quiet_trainer, trainer_progress, write_adapter_manifest
 
 __all__ = ["DPOResult", "dpo_rows", "run_dpo"]
 
@@ -45,22 +48,18 @@ class DPOResult:
     seconds: float = 0.0
 
 
-def dpo_rows(pairs: Sequence[Any]) -> list[dict[str, Any]]:
-    """Conversational DPO rows (``prompt``/``chosen``/``rejected`` message lists) of the usable pairs."""
-    from cai_dsl.run.train.reward_model import _neutral
-
+def dpo_rows(pairs: Sequence[Any], renderer: PromptRenderer | None = None) -> list[dict[str, Any]]:
+    """Conversational DPO rows (``prompt``/``chosen``/``rejected`` message lists) of the usable pairs; the
+    prompt is the policy's (:mod:`cai_dsl.run.prompts`: ``renderer``'s system prompt, escaped turns)."""
+    renderer = renderer or PromptRenderer()
     rows = []
     for p in pairs:
         if p.chosen == p.rejected or p.probability == 0.5:
             continue
-        if isinstance(p.conversation, str):
-            prompt = [{"role": "user", "content": _neutral(p.conversation)}]
-        else:
-            prompt = [{"role": m["role"], "content": _neutral(m["content"])} for m in p.conversation]
         rows.append({
-            "prompt": prompt,
-            "chosen": [{"role": "assistant", "content": _neutral(p.chosen)}],
-            "rejected": [{"role": "assistant", "content": _neutral(p.rejected)}],
+            "prompt": renderer.messages(p.conversation),
+            "chosen": [renderer.response(p.chosen)],
+            "rejected": [renderer.response(p.rejected)],
         })
     return rows
 
@@ -81,16 +80,11 @@ def run_dpo(
     ``steps`` caps the optimizer steps. Resumes from the latest trl checkpoint of an identical earlier run."""
     import torch
     from datasets import Dataset
-    from peft import LoraConfig
     from trl import DPOConfig, DPOTrainer
-
-    from cai_dsl.core.artifacts import write_json_atomic
-    from cai_dsl.run.feedback import quiet_transformers
-    from cai_dsl.run.train.reward_model import _replace_dir, quiet_trainer, trainer_progress
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rows = dpo_rows(pairs)
+    rows = dpo_rows(pairs, PromptRenderer.of(program))
     if not rows:
         raise RLAIFError("no usable preference pairs for DPO (all were ties or identical responses)")
     params = program.run.dpo
@@ -103,28 +97,29 @@ def run_dpo(
         "policy_adapter": adapter_fingerprint(policy_adapter),
         "rows": len(rows),
         "data": _rows_hash(rows),
-        "params": params,
+        "params": params.model_dump(mode="json"),
         "steps": steps,
     }
     fp_path = out / "dpo.run.json"
     trainer_dir = out / "trainer"
     resume = False
     if fp_path.is_file():
-        stored = json.loads(fp_path.read_text(encoding="utf-8"))
-        if stored != json.loads(json.dumps(fingerprint, default=str)):
-            raise RLAIFError(f"{out} holds a DPO run with different inputs or settings; use another --out or delete it")
+        changed = changed_inputs(json.loads(fp_path.read_text(encoding="utf-8")), fingerprint)
+        if changed:
+            raise RLAIFError(f"{out} holds a DPO run with different inputs or settings ({', '.join(changed)}); "
+                             "use another --out or delete it")
         summary = _finished(out)
         if summary is not None:
             history = [h for h in summary.get("log", []) if "loss" in h]
             return DPOResult(out, out / "policy", int(summary["steps"]), int(summary["pairs"]), history, 0.0)
         resume = any(trainer_dir.glob("checkpoint-*"))
     else:
-        write_json_atomic(fp_path, json.loads(json.dumps(fingerprint, default=str)))
-    pool = pool or ModelPool(program.run.device, program.run.dtype)
+        write_json_atomic(fp_path, jsonable(fingerprint))
+    pool = pool or ModelPool.of(program)
+    context = pool.context
     loaded = pool.load(program.run.models.policy)
     model = loaded.model
     peft_config = None
-    lora = params.get("lora") or {}
     if policy_adapter is not None:
         from peft import PeftModel
 
@@ -134,31 +129,26 @@ def run_dpo(
         except Exception as exc:
             raise RLAIFError(f"{policy_adapter}: cannot load the policy adapter: {type(exc).__name__}: {exc}") from None
     else:
-        peft_config = LoraConfig(
-            task_type="CAUSAL_LM", r=int(lora.get("r", 16)), lora_alpha=int(lora.get("alpha", 32)),
-            lora_dropout=float(lora.get("dropout", 0.05)),
-            target_modules=list(lora.get("target_modules", ("q_proj", "k_proj", "v_proj", "o_proj"))),
-        )
+        peft_config = lora_config(params.lora)
     tokenizer = loaded.tokenizer
-    device = program.run.device
     with quiet_transformers():
         args = DPOConfig(
             output_dir=str(trainer_dir),
-            beta=float(params.get("beta", 0.1)),
-            learning_rate=float(params.get("learning_rate", 5e-6)),
-            per_device_train_batch_size=int(params.get("batch_size", 8)),
-            num_train_epochs=float(params.get("epochs", 1)),
+            beta=params.beta,
+            learning_rate=params.learning_rate,
+            per_device_train_batch_size=params.batch_size,
+            num_train_epochs=float(params.epochs),
             max_steps=int(steps) if steps else -1,
-            loss_type=[str(params.get("loss_type", "sigmoid"))],
-            max_length=int(params.get("max_seq_len", 512)),
+            loss_type=[params.loss_type],
+            max_length=params.max_seq_len,
             logging_steps=1,
             save_strategy="steps",
             save_steps=max(1, checkpoint_every),
             save_total_limit=1,
             save_only_model=False,
             report_to=[],
-            use_cpu=device in ("cpu", "auto"),
-            bf16=program.run.dtype == "bfloat16" and device not in ("cpu", "auto"),
+            use_cpu=context.use_cpu,
+            bf16=context.bf16,
             seed=int(program.provenance.seed),
             data_seed=int(program.provenance.seed),
             disable_tqdm=True,
@@ -181,14 +171,9 @@ def run_dpo(
             ref = "a frozen copy of the SL adapter" if policy_adapter else "the base with adapters disabled"
             log(f"DPO on {len(rows)} pairs (beta {args.beta}); reference: {ref}" + (" (resuming)" if resume else ""))
         trainer.train(resume_from_checkpoint=True if resume else None)
-    tmp = Path(tempfile.mkdtemp(prefix=".policy.tmp-", dir=out))
-    try:
+    with publish_dir(out / "policy") as tmp:
         trainer.model.save_pretrained(str(tmp), selected_adapters=["default"])
         write_adapter_manifest(tmp, program, "dpo", policy_adapter)
-        _replace_dir(tmp, out / "policy")
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     history = [h for h in trainer.state.log_history if "loss" in h]
     write_json_atomic(out / "summary.json", {
         "steps": int(trainer.state.global_step),
@@ -227,6 +212,4 @@ def _save_last_step_callback():
 
 
 def _rows_hash(rows: list[dict[str, Any]]) -> str:
-    import hashlib
-
-    return hashlib.sha256(json.dumps(rows, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
+    return sha256_text(json.dumps(rows, sort_keys=True, ensure_ascii=False))

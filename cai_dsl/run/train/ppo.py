@@ -31,25 +31,22 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from cai_dsl.run.feedback import (
-    ModelPool,
-    PromptItem,
-    RLAIFError,
-    adapter_fingerprint,
-    check_adapter_dir,
-    policy_prompt,
-    progress,
-    quiet_transformers,
-    write_adapter_manifest,
-)
+from cai_dsl.core.files import publish_dir, write_json_atomic
+from cai_dsl.core.hashing import RunMismatch, changed_inputs
+from cai_dsl.core.progress import progress
+from cai_dsl.core.records import RecordFile
+from cai_dsl.run.context import ModelPool, check_adapter_dir, quiet_transformers
+from cai_dsl.run.data import PromptItem
+from cai_dsl.run.errors import RLAIFError
+from cai_dsl.run.prompts import policy_prompt
+from cai_dsl.run.train.job import adapter_fingerprint, write_adapter_manifest
+from cai_dsl.run.train.ppo_losses import compute_gae, kl_penalized_rewards, masked_mean, masked_var, ppo_loss, whiten
 
 __all__ = [
     "PPOConfig",
@@ -63,117 +60,6 @@ __all__ = [
     "run_ppo",
     "whiten",
 ]
-
-
-# ---------------------------------------------------------------------------------------------------- maths
-
-
-def masked_mean(x: Any, mask: Any, dim: int | None = None) -> Any:
-    """Mean of ``x`` where ``mask`` is 1 (over all elements, or along ``dim``)."""
-    if dim is None:
-        return (x * mask).sum() / mask.sum().clamp(min=1)
-    return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1)
-
-
-def masked_var(x: Any, mask: Any, unbiased: bool = True) -> Any:
-    """Variance of ``x`` where ``mask`` is 1 (Bessel-corrected when ``unbiased`` and more than one element)."""
-    mean = masked_mean(x, mask)
-    var = masked_mean((x - mean) ** 2, mask)
-    n = mask.sum()
-    if unbiased and n > 1:
-        var = var * n / (n - 1)
-    return var
-
-
-def whiten(x: Any, mask: Any, shift_mean: bool = True, eps: float = 1e-8) -> Any:
-    """``(x - mean) / std`` over the masked elements (``shift_mean=False`` keeps the mean: only rescales)."""
-    import torch
-
-    mean, var = masked_mean(x, mask), masked_var(x, mask)
-    out = (x - mean) * torch.rsqrt(var + eps)
-    if not shift_mean:
-        out = out + mean
-    return out * mask
-
-
-def kl_penalized_rewards(scores: Any, logprobs: Any, ref_logprobs: Any, mask: Any, kl_coef: float) -> tuple[Any, Any]:
-    """Per-token rewards ``-kl_coef * (logprob - ref_logprob)``, plus each sequence's PM ``score`` on its last
-    response token; returns ``(rewards, kl)``, both (batch, tokens) and zero outside ``mask``."""
-    import torch
-
-    kl = (logprobs - ref_logprobs) * mask
-    rewards = -kl_coef * kl
-    last = (mask.sum(-1).long() - 1).clamp(min=0)
-    rewards = rewards.clone()
-    rewards[torch.arange(rewards.shape[0]), last] += scores.to(rewards.dtype)
-    return rewards * mask, kl
-
-
-def compute_gae(rewards: Any, values: Any, mask: Any, gamma: float, lam: float) -> tuple[Any, Any]:
-    """Generalised advantage estimation over the response tokens (``mask`` 1, contiguous from position 0).
-
-    ``delta_t = r_t + gamma * V_{t+1} - V_t`` (``V`` after the last token is 0) and
-    ``A_t = delta_t + gamma * lam * A_{t+1}``; returns ``(advantages, returns = advantages + values)``.
-    """
-    import torch
-
-    T = rewards.shape[-1]
-    advantages = torch.zeros_like(rewards)
-    last = torch.zeros_like(rewards[..., 0])
-    for t in reversed(range(T)):
-        if t + 1 < T:
-            next_mask = mask[..., t + 1]
-            next_value = values[..., t + 1] * next_mask
-        else:
-            next_mask = torch.zeros_like(mask[..., 0])
-            next_value = torch.zeros_like(values[..., 0])
-        delta = rewards[..., t] + gamma * next_value - values[..., t]
-        last = delta + gamma * lam * last * next_mask
-        advantages[..., t] = last
-    advantages = advantages * mask
-    return advantages, (advantages + values) * mask
-
-
-def ppo_loss(
-    logprobs: Any,
-    old_logprobs: Any,
-    advantages: Any,
-    values: Any,
-    old_values: Any,
-    returns: Any,
-    mask: Any,
-    *,
-    clip_range: float,
-    clip_range_value: float,
-    vf_coef: float,
-) -> tuple[Any, dict[str, float]]:
-    """The PPO objective: clipped surrogate + ``vf_coef`` * clipped value loss, averaged over ``mask``.
-
-    ``pg = max(-A * ratio, -A * clip(ratio, 1 - eps, 1 + eps))`` with ``ratio = exp(logprob - old_logprob)``;
-    ``vf = 0.5 * max((V - R)^2, (clip(V, V_old - eps_v, V_old + eps_v) - R)^2)``. Returns the loss and stats
-    (``policy_loss``, ``value_loss``, ``clip_fraction`` = share of tokens where the clipped term is the larger,
-    ``value_clip_fraction``, ``approx_kl`` = 0.5 mean squared log-ratio).
-    """
-    import torch
-
-    ratio = torch.exp(logprobs - old_logprobs)
-    pg1 = -advantages * ratio
-    pg2 = -advantages * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)
-    policy_loss = masked_mean(torch.max(pg1, pg2), mask)
-    v_clipped = old_values + torch.clamp(values - old_values, -clip_range_value, clip_range_value)
-    vf1 = (values - returns) ** 2
-    vf2 = (v_clipped - returns) ** 2
-    value_loss = 0.5 * masked_mean(torch.max(vf1, vf2), mask)
-    loss = policy_loss + vf_coef * value_loss
-    with torch.no_grad():
-        stats = {
-            "policy_loss": float(policy_loss),
-            "value_loss": float(value_loss),
-            "clip_fraction": float(masked_mean((pg2 > pg1).float(), mask)),
-            "value_clip_fraction": float(masked_mean((vf2 > vf1).float(), mask)),
-            "approx_kl": float(0.5 * masked_mean((logprobs - old_logprobs) ** 2, mask)),
-        }
-    return loss, stats
 
 
 # ---------------------------------------------------------------------------------------------------- config
@@ -210,27 +96,27 @@ class PPOConfig:
         """The target's ``[ppo]`` values, the generation budget and LoRA shape of ``[sft]``, then ``overrides``
         (``None`` values ignored). ``steps`` defaults to ``total_episodes / rollout_batch_size``."""
         ppo = program.run.ppo
-        lora = (program.run.sft or {}).get("lora") or {}
+        lora = program.run.sft.lora
         gen = program.run.generation
-        rollout = int(ppo.get("rollout_batch_size", 8))
+        rollout = ppo.rollout_batch_size
         cfg = cls(
-            steps=max(1, int(ppo.get("total_episodes", 64)) // max(1, rollout)),
+            steps=max(1, ppo.total_episodes // rollout),
             rollout_batch_size=rollout,
-            mini_batch_size=min(int(ppo.get("mini_batch_size", 4)), rollout),
-            ppo_epochs=int(ppo.get("ppo_epochs", 2)),
-            learning_rate=float(ppo.get("learning_rate", 1e-5)),
-            kl_coef=float(ppo.get("kl_coef", 0.05)),
-            clip_range=float(ppo.get("clip_range", 0.2)),
-            clip_range_value=float(ppo.get("clip_range", 0.2)),
-            vf_coef=float(ppo.get("vf_coef", 0.1)),
-            gamma=float(ppo.get("gamma", 1.0)),
-            lam=float(ppo.get("gae_lambda", 0.95)),
+            mini_batch_size=min(ppo.mini_batch_size, rollout),
+            ppo_epochs=ppo.ppo_epochs,
+            learning_rate=ppo.learning_rate,
+            kl_coef=ppo.kl_coef,
+            clip_range=ppo.clip_range,
+            clip_range_value=ppo.clip_range,
+            vf_coef=ppo.vf_coef,
+            gamma=ppo.gamma,
+            lam=ppo.gae_lambda,
             max_new_tokens=int(gen.max_new_tokens),
             temperature=float(gen.temperature) if gen.temperature > 0 else 1.0,
             seed=int(program.provenance.seed),
-            lora_r=int(lora.get("r", 8)),
-            lora_alpha=int(lora.get("alpha", 16)),
-            lora_target_modules=tuple(lora.get("target_modules", ("q_proj", "k_proj", "v_proj", "o_proj"))),
+            lora_r=lora.r,
+            lora_alpha=lora.alpha,
+            lora_target_modules=tuple(lora.target_modules),
         )
         return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
 
@@ -454,19 +340,11 @@ class PPOTrainerLite:
         import torch
         from safetensors.torch import save_file
 
-        from cai_dsl.run.train.reward_model import _replace_dir
-
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
-        try:
+        with publish_dir(directory) as tmp:
             self.save_policy(tmp / "policy")
             save_file({k: v.detach().contiguous() for k, v in self.value_head.state_dict().items()}, str(tmp / "value_head.safetensors"))
             torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
             (tmp / "state.json").write_text(json.dumps({"step": step, "fingerprint": fingerprint}, sort_keys=True) + "\n", encoding="utf-8")
-            _replace_dir(tmp, directory)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
 
     def load_checkpoint(self, directory: Path) -> int:
         """Restore the policy, value head and optimizer; returns the step the checkpoint was taken after."""
@@ -505,25 +383,6 @@ def _read_checkpoint_state(directory: Path) -> dict | None:
         return None
 
 
-def _trim_metrics(path: Path, keep_through: int) -> None:
-    """Drop metric lines of steps after ``keep_through`` (they were not checkpointed) and any torn line."""
-    from cai_dsl.core.artifacts import write_atomic
-
-    if not path.exists():
-        return
-    kept = []
-    for raw in path.read_text(encoding="utf-8").splitlines(keepends=True):
-        if not raw.endswith("\n"):
-            break
-        try:
-            rec = json.loads(raw)
-        except ValueError:
-            break
-        if int(rec.get("step", 0)) <= keep_through:
-            kept.append(raw)
-    write_atomic(path, "".join(kept))
-
-
 def run_ppo(
     program: Any,
     out_dir: str | os.PathLike[str],
@@ -546,7 +405,6 @@ def run_ppo(
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from cai_dsl.core.artifacts import RecordFile, RunMismatch, write_json_atomic
     from cai_dsl.run.loading import resolve_model_dir
     from cai_dsl.run.train.reward_model import RewardScorer
 
@@ -570,21 +428,21 @@ def run_ppo(
     }
     ckpt_dir = out / "checkpoint"
     state = _read_checkpoint_state(ckpt_dir)
-    if state is not None and state.get("fingerprint") != fingerprint:
-        raise RLAIFError(
-            f"{out} holds a PPO run with different inputs or settings; use another --out directory or delete it"
-        )
+    changed = changed_inputs(state.get("fingerprint") or {}, fingerprint) if state is not None else []
+    if changed:
+        raise RLAIFError(f"{out} holds a PPO run with different inputs or settings ({', '.join(changed)}); "
+                         "use another --out directory or delete it")
     done_steps = int(state["step"]) if state else 0
     metrics_path = out / "metrics.jsonl"
-    _trim_metrics(metrics_path, done_steps)
     try:
         metrics = RecordFile(metrics_path, key_field="step", fingerprint=fingerprint)
     except RunMismatch as exc:
         raise RLAIFError(str(exc)) from None
+    metrics.retain(lambda r: int(r.get("step", 0)) <= done_steps)  # steps after the checkpoint are redone
     if done_steps >= config.steps and (out / "policy" / "adapter_model.safetensors").is_file():
         return PPOResult(out, out / "policy", done_steps, 0, sorted(metrics, key=lambda r: r["step"]), 0.0, done_steps)
 
-    pool = pool or ModelPool(program.run.device, program.run.dtype)
+    pool = pool or ModelPool.of(program)
     policy_spec = program.run.models.policy
     loaded = pool.load(policy_spec)
     base = loaded.model
@@ -626,8 +484,7 @@ def run_ppo(
     started = time.perf_counter()
     new_steps = 0
     order = list(range(len(prompts)))
-    bar = progress(total=config.steps - done_steps, desc="ppo", unit="step", enabled=show_progress)
-    try:
+    with progress(config.steps - done_steps, "ppo", unit="step", enabled=show_progress) as bar:
         for step in range(done_steps + 1, config.steps + 1):
             if stop_after is not None and new_steps >= stop_after:
                 break
@@ -640,22 +497,12 @@ def run_ppo(
             new_steps += 1
             if step % config.checkpoint_every == 0 or step == config.steps:
                 trainer.save_checkpoint(ckpt_dir, step, fingerprint)
-            bar.update(1)
-            bar.set_postfix(reward=f"{record['reward']:.3f}", kl=f"{record['kl']:.3f}")
-    finally:
-        bar.close()
+            bar(1, reward=f"{record['reward']:.3f}", kl=f"{record['kl']:.3f}")
     final_step = done_steps + new_steps
     if final_step >= config.steps:
-        from cai_dsl.run.train.reward_model import _replace_dir
-
-        tmp = Path(tempfile.mkdtemp(prefix=".policy.tmp-", dir=out))
-        try:
+        with publish_dir(out / "policy") as tmp:
             trainer.save_policy(tmp)
             write_adapter_manifest(tmp, program, "ppo", policy_adapter)
-            _replace_dir(tmp, out / "policy")
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         rows = sorted(metrics, key=lambda r: r["step"])
         write_json_atomic(out / "summary.json", {
             "steps": final_step,

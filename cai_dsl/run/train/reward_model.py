@@ -29,18 +29,22 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
-import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cai_dsl.run.feedback import RLAIFError, progress, quiet_transformers, read_jsonl, split_of
+from cai_dsl.core.files import replace_dir
+from cai_dsl.compile.targets import RewardModelParams
+from cai_dsl.run.context import ExecutionContext
+from cai_dsl.run.prompts import PromptRenderer
+from cai_dsl.run.train.job import lora_config, quiet_trainer, trainer_progress
+from cai_dsl.run.train.preferences import PreferencePair, load_pairs, mix_pairs, parse_pair, parse_transcript
+from cai_dsl.run.feedback import RLAIFError, quiet_transformers, split_of
 
 __all__ = [
     "PMResult",
@@ -61,193 +65,26 @@ HEAD_FILE = "score_head.safetensors"
 META_FILE = "pm.json"
 
 
-# ---------------------------------------------------------------------------------------------------- data
-
-
-@dataclass(frozen=True)
-class PreferencePair:
-    """One preference: ``conversation`` (a prompt string or a list of user/assistant turns ending with a user
-    turn), the ``chosen`` and ``rejected`` responses, ``probability`` = P(chosen better), where it came from."""
-
-    id: str
-    conversation: Any
-    chosen: str
-    rejected: str
-    probability: float = 1.0
-    source: str = "ai"
-    origin: str = ""
-    principles: tuple[str, ...] = ()
-
-
-_TURN_RE = re.compile(r"(?:^|\n\n)(Human|Assistant):[ \t]?")
-
-
-def parse_transcript(text: str) -> tuple[list[dict[str, str]], str] | None:
-    """Split an Anthropic HH transcript ("\\n\\nHuman: ...\\n\\nAssistant: ...") into (turns before the last
-    assistant turn, last assistant text); None when it has no final assistant turn after a human turn."""
-    marks = list(_TURN_RE.finditer(text))
-    if len(marks) < 2 or marks[-1].group(1) != "Assistant":
-        return None
-    turns = []
-    for i, m in enumerate(marks):
-        end = marks[i + 1].start() if i + 1 < len(marks) else len(text)
-        role = "user" if m.group(1) == "Human" else "assistant"
-        turns.append({"role": role, "content": text[m.end() : end].strip()})
-    *context, last = turns
-    if not context or context[-1]["role"] != "user":
-        return None
-    return context, last["content"]
-
-
-def _messages(value: Any, where: str, name: str) -> list[dict[str, str]] | None:
-    if not isinstance(value, list):
-        return None
-    out = []
-    for m in value:
-        if not isinstance(m, dict) or not isinstance(m.get("content"), str) or m.get("role") not in ("user", "assistant", "system"):
-            raise RLAIFError(f"{where}: `{name}` must be a list of {{role, content}} messages")
-        out.append({"role": m["role"], "content": m["content"]})
-    return out
-
-
-def _conversation(msgs: list[dict[str, str]]) -> Any:
-    turns = [m for m in msgs if m["role"] != "system"]
-    if len(turns) == 1 and turns[0]["role"] == "user":
-        return turns[0]["content"]
-    return turns
-
-
-def parse_pair(obj: dict, where: str) -> tuple[Any, str, str, float]:
-    """``(conversation, better, worse, probability)`` of one preference record, in any supported format:
-
-    * ``cai label`` records and TRL explicit-prompt preferences: ``prompt`` (string or messages), ``chosen``,
-      ``rejected`` (strings or one assistant message each); ``probability`` is read when present, else 1;
-    * TRL implicit-prompt preferences: ``chosen``/``rejected`` message lists sharing the conversation;
-    * Anthropic transcripts (HH-RLHF ``chosen``/``rejected``, or ``text_correct``/``text_incorrect``):
-      "Human: ... Assistant: ..." texts whose last assistant turn is the response.
-    """
-    if "text_correct" in obj or "text_incorrect" in obj:
-        good, bad = obj.get("text_correct"), obj.get("text_incorrect")
-        names = ("text_correct", "text_incorrect")
-    else:
-        good, bad = obj.get("chosen"), obj.get("rejected")
-        names = ("chosen", "rejected")
-    if good is None or bad is None:
-        raise RLAIFError(
-            f"{where}: expected `prompt`/`chosen`/`rejected` (TRL preference), `text_correct`/`text_incorrect`, "
-            f"or `prompt`/`corrects`/`incorrects`; found keys {sorted(obj)}"
-        )
-    prob = obj.get("probability", 1.0)
-    if not isinstance(prob, (int, float)) or isinstance(prob, bool) or not 0.0 <= float(prob) <= 1.0 or math.isnan(prob):
-        raise RLAIFError(f"{where}: `probability` must be a number in [0, 1]")
-    prompt = obj.get("prompt")
-    good_msgs, bad_msgs = _messages(good, where, names[0]), _messages(bad, where, names[1])
-    if prompt is not None:
-        conv_msgs = _messages(prompt, where, "prompt")
-        if conv_msgs is not None:
-            conversation = _conversation(conv_msgs)
-        elif isinstance(prompt, str):
-            parsed = parse_transcript(prompt + "\n\nAssistant: x") if "Human:" in prompt else None
-            conversation = _conversation(parsed[0]) if parsed else prompt
-        else:
-            raise RLAIFError(f"{where}: `prompt` must be a string or a list of messages")
-        responses = []
-        for value, msgs, name in ((good, good_msgs, names[0]), (bad, bad_msgs, names[1])):
-            if msgs is not None:
-                if len(msgs) != 1 or msgs[0]["role"] != "assistant":
-                    raise RLAIFError(f"{where}: `{name}` must be one assistant message when `prompt` is given")
-                responses.append(msgs[0]["content"])
-            elif isinstance(value, str):
-                responses.append(value)
-            else:
-                raise RLAIFError(f"{where}: `{name}` must be a string or a list of messages")
-        return conversation, responses[0], responses[1], float(prob)
-    if good_msgs is not None and bad_msgs is not None:
-        if not good_msgs or not bad_msgs or good_msgs[-1]["role"] != "assistant" or bad_msgs[-1]["role"] != "assistant":
-            raise RLAIFError(f"{where}: implicit-prompt `{names[0]}`/`{names[1]}` must end with an assistant message")
-        if good_msgs[:-1] != bad_msgs[:-1]:
-            raise RLAIFError(f"{where}: `{names[0]}` and `{names[1]}` must share the same conversation before the last turn")
-        return _conversation(good_msgs[:-1]), good_msgs[-1]["content"], bad_msgs[-1]["content"], float(prob)
-    if isinstance(good, str) and isinstance(bad, str):
-        a, b = parse_transcript(good), parse_transcript(bad)
-        if a is None or b is None:
-            raise RLAIFError(
-                f"{where}: without a `prompt`, `{names[0]}`/`{names[1]}` must be transcripts ending with an "
-                "\"Assistant:\" turn (Anthropic HH format) or message lists"
-            )
-        return _conversation(a[0]), a[1], b[1], float(prob)
-    raise RLAIFError(f"{where}: `{names[0]}`/`{names[1]}` must be strings or lists of messages")
-
-
-def load_pairs(path: str | os.PathLike[str], source: str = "ai") -> list[PreferencePair]:
-    """Read preference pairs from a JSONL file (``cai label`` output or TRL/Anthropic formats, see :func:`parse_pair`)."""
-    pairs = []
-    for number, obj in read_jsonl(path):
-        where = f"{path}:{number}"
-        conversation, chosen, rejected, prob = parse_pair(obj, where)
-        principles = obj.get("principles") or ()
-        pairs.append(
-            PreferencePair(
-                id=str(obj.get("id", f"{Path(path).name}:{number}")),
-                conversation=conversation,
-                chosen=chosen,
-                rejected=rejected,
-                probability=prob,
-                source=source,
-                origin=where,
-                principles=tuple(principles) if isinstance(principles, list) else (),
-            )
-        )
-    if not pairs:
-        raise RLAIFError(f"{path}: no preference pairs")
-    return pairs
-
-
-def mix_pairs(ai: Sequence[PreferencePair], human: Sequence[PreferencePair], human_fraction: float, seed: int = 0) -> list[PreferencePair]:
-    """Hybrid RLHF + CAI: the AI pairs plus enough human pairs (sampled with ``seed``, without replacement) that
-    they make up ``human_fraction`` of the mix (fewer if there are not enough). ``human_fraction`` 1 keeps only
-    the human pairs; 0 only the AI pairs."""
-    import random
-
-    if not 0.0 <= human_fraction <= 1.0:
-        raise RLAIFError("the human fraction must be in [0, 1]")
-    if human_fraction == 0.0 or not human:
-        return list(ai)
-    if human_fraction == 1.0 or not ai:
-        return list(human)
-    wanted = round(len(ai) * human_fraction / (1.0 - human_fraction))
-    picked = random.Random(seed).sample(list(human), min(wanted, len(human)))
-    return list(ai) + picked
-
-
 # ---------------------------------------------------------------------------------------------------- inputs
 
 
-def _neutral(text: str) -> str:
-    from cai_dsl.compile.ir import neutralize
-
-    return neutralize(text, "model")
-
-
-def pm_text(tokenizer: Any, conversation: Any, response: str) -> str:
-    """The text the PM reads: the conversation and the response, rendered with the tokenizer's chat template
-    (control tokens inside the texts neutralised); a plain "User:/Assistant:" transcript without a template."""
-    if isinstance(conversation, str):
-        msgs = [{"role": "user", "content": _neutral(conversation)}]
-    else:
-        msgs = [{"role": m["role"], "content": _neutral(m["content"])} for m in conversation]
-    msgs.append({"role": "assistant", "content": _neutral(response)})
+def pm_text(tokenizer: Any, conversation: Any, response: str, renderer: PromptRenderer | None = None) -> str:
+    """The text the PM reads: the policy's prompt for the conversation (:mod:`cai_dsl.run.prompts`: system
+    prompt, control tokens neutralised) and the response, rendered with the tokenizer's chat template; a
+    plain "User:/Assistant:" transcript without a template."""
+    renderer = renderer or PromptRenderer()
+    msgs = renderer.messages(conversation) + [renderer.response(response)]
     if getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template(msgs, tokenize=False)
     text = "".join(f"{m['role'].capitalize()}: {m['content']}\n\n" for m in msgs)
     return text + (tokenizer.eos_token or "")
 
 
-def pm_input_ids(tokenizer: Any, conversation: Any, response: str, max_len: int) -> list[int]:
+def pm_input_ids(tokenizer: Any, conversation: Any, response: str, max_len: int, renderer: PromptRenderer | None = None) -> list[int]:
     """Token ids of :func:`pm_text`, keeping the last ``max_len`` tokens (the response end matters most)."""
     from cai_dsl.run.backends.base import prompt_ids
 
-    ids = prompt_ids(tokenizer, pm_text(tokenizer, conversation, response))
+    ids = prompt_ids(tokenizer, pm_text(tokenizer, conversation, response, renderer))
     return ids[-max_len:] if len(ids) > max_len else ids
 
 
@@ -341,20 +178,8 @@ class PMResult:
         }
 
 
-def _lora(params: dict[str, Any], task_type: str):
-    from peft import LoraConfig
-
-    lora = params.get("lora") or {}
-    return LoraConfig(
-        task_type=task_type,
-        r=int(lora.get("r", 16)),
-        lora_alpha=int(lora.get("alpha", 32)),
-        lora_dropout=float(lora.get("dropout", 0.05)),
-        target_modules=list(lora.get("target_modules", ("q_proj", "k_proj", "v_proj", "o_proj"))),
-    )
-
-
 def _pm_fingerprint(pairs: Sequence[PreferencePair], base_dir: Path, params: dict, max_steps: int | None, seed: int) -> str:
+    """The fingerprint of a PM job (``params``: the settings as plain data, renderer included)."""
     import hashlib
 
     digest = hashlib.sha256()
@@ -369,7 +194,8 @@ def train_preference_model(
     out_dir: str | os.PathLike[str],
     *,
     base_spec: str,
-    params: dict[str, Any],
+    params: RewardModelParams | Mapping[str, Any],
+    renderer: PromptRenderer | None = None,
     max_steps: int | None = None,
     eval_fraction: float = 0.2,
     seed: int = 0,
@@ -380,7 +206,9 @@ def train_preference_model(
 ) -> PMResult:
     """Train the PM on ``pairs`` (soft labels) with LoRA and save it to ``out_dir`` (atomically).
 
-    ``params`` is the target's ``reward_model`` table (learning rate, epochs, batch size, max_seq_len, lora);
+    ``params`` is the target's ``reward_model`` table (learning rate, epochs, batch size, max_seq_len, lora; a
+    mapping is validated into :class:`RewardModelParams`, defaults from the schema); ``renderer`` renders the
+    conversations (the program's :class:`~cai_dsl.run.prompts.PromptRenderer`; it is stored with the PM);
     ``max_steps`` caps the optimizer steps. A stable ~``eval_fraction`` of the pairs (by id) is held out and the
     pairwise accuracy on it reported (pairs labelled exactly 0.5 have no preferred side and are not counted).
     A finished PM with the same data and settings in ``out_dir`` is reused, not retrained.
@@ -395,6 +223,9 @@ def train_preference_model(
     from cai_dsl.run.loading import ModelError, load_tokenizer, resolve_model_dir
 
     out = Path(out_dir)
+    params = params if isinstance(params, RewardModelParams) else RewardModelParams.model_validate(dict(params))
+    renderer = renderer or PromptRenderer()
+    context = ExecutionContext.create(device, dtype)
     usable = [p for p in pairs if p.chosen != p.rejected]
     if len(usable) < 2:
         raise RLAIFError(f"the preference model needs at least 2 pairs with different responses, got {len(usable)}")
@@ -403,7 +234,8 @@ def train_preference_model(
         tokenizer = load_tokenizer(base_dir)
     except ModelError as exc:
         raise RLAIFError(str(exc)) from None
-    fingerprint = _pm_fingerprint(usable, base_dir, params, max_steps, seed)
+    settings = {**params.model_dump(mode="json"), **({"renderer": renderer.to_json()} if renderer != PromptRenderer() else {})}
+    fingerprint = _pm_fingerprint(usable, base_dir, settings, max_steps, seed)
     meta_path = out / META_FILE
     if meta_path.is_file():
         try:
@@ -421,12 +253,12 @@ def train_preference_model(
         held, train = train[-1:], train[:-1]
     if not train:
         train, held = held[:-1], held[-1:]
-    max_len = int(params.get("max_seq_len", 512))
+    max_len = params.max_seq_len
 
     def row(p: PreferencePair) -> dict[str, Any]:
         return {
-            "chosen_ids": pm_input_ids(tokenizer, p.conversation, p.chosen, max_len),
-            "rejected_ids": pm_input_ids(tokenizer, p.conversation, p.rejected, max_len),
+            "chosen_ids": pm_input_ids(tokenizer, p.conversation, p.chosen, max_len, renderer),
+            "rejected_ids": pm_input_ids(tokenizer, p.conversation, p.rejected, max_len, renderer),
             "probability": float(p.probability),
         }
 
@@ -434,11 +266,11 @@ def train_preference_model(
     with quiet_transformers():
         torch.manual_seed(seed)
         model = AutoModelForSequenceClassification.from_pretrained(
-            str(base_dir), num_labels=1, dtype=torch.float32 if dtype == "float32" else "auto",
+            str(base_dir), num_labels=1, dtype=context.torch_dtype(),
             local_files_only=True, trust_remote_code=False, use_safetensors=True,
         )
     model.config.pad_token_id = tokenizer.pad_token_id
-    batch = int(params.get("batch_size", 8))
+    batch = params.batch_size
     tmp_root = Path(tempfile.mkdtemp(prefix=".pm-", dir=_ensure_parent(out)))
     try:
         with quiet_transformers():
@@ -446,14 +278,14 @@ def train_preference_model(
                 output_dir=str(tmp_root / "trainer"),
                 per_device_train_batch_size=batch,
                 per_device_eval_batch_size=batch,
-                learning_rate=float(params.get("learning_rate", 1e-4)),
-                num_train_epochs=float(params.get("epochs", 1)),
+                learning_rate=params.learning_rate,
+                num_train_epochs=float(params.epochs),
                 max_steps=int(max_steps) if max_steps else -1,
                 logging_steps=1,
                 save_strategy="no",
                 report_to=[],
-                use_cpu=device == "cpu",
-                bf16=dtype == "bfloat16" and device != "cpu",
+                use_cpu=context.use_cpu,
+                bf16=context.bf16,
                 seed=seed,
                 data_seed=seed,
                 max_length=None,
@@ -467,7 +299,7 @@ def train_preference_model(
                 train_dataset=Dataset.from_list([row(p) for p in train]),
                 processing_class=tokenizer,
                 data_collator=collator_cls(pad_token_id=tokenizer.pad_token_id),
-                peft_config=_lora(params, "SEQ_CLS"),
+                peft_config=lora_config(params.lora, "SEQ_CLS"),
             )
             quiet_trainer(trainer, trainer_progress("preference model", enabled=show_progress))
             if log:
@@ -478,7 +310,7 @@ def train_preference_model(
         train_acc = history[-1]["accuracy"] if history else None
         pm = trainer.model
         pm.eval()
-        accuracy, eval_loss = _pairwise_accuracy(pm, tokenizer, held, max_len, batch)
+        accuracy, eval_loss = _pairwise_accuracy(pm, tokenizer, held, max_len, batch, renderer)
         # export: LoRA weights as a causal-LM adapter + the score head
         state = get_peft_model_state_dict(pm)
         head = {k: v for k, v in state.items() if ".score." in k or k.endswith("score.weight")}
@@ -487,7 +319,7 @@ def train_preference_model(
             raise RLAIFError(f"unexpected preference-model head weights: {sorted(head)}")
         final = tmp_root / "pm"
         final.mkdir()
-        _lora(params, "CAUSAL_LM").save_pretrained(str(final))
+        lora_config(params.lora, "CAUSAL_LM").save_pretrained(str(final))
         cfg_path = final / "adapter_config.json"
         cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
         cfg["base_model_name_or_path"] = str(base_dir)
@@ -497,9 +329,9 @@ def train_preference_model(
         result = PMResult(out, len(train), len(held), sum(p.source == "human" for p in usable), accuracy, eval_loss,
                           train_acc, int(trainer.state.global_step), time.perf_counter() - started)
         meta = {"format": PM_FORMAT, "base": base_spec, "base_dir": str(base_dir), "max_seq_len": max_len,
-                "fingerprint": fingerprint, "result": result.to_json(), "history": trainer.state.log_history}
+                "renderer": renderer.to_json(), "fingerprint": fingerprint, "result": result.to_json(), "history": trainer.state.log_history}
         (final / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
-        _replace_dir(final, out)
+        replace_dir(final, out)
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
     return result
@@ -510,18 +342,9 @@ def _ensure_parent(out: Path) -> Path:
     return out.parent
 
 
-def _replace_dir(new: Path, final: Path) -> None:
-    """Move the finished directory ``new`` to ``final`` (the old one, if any, is removed only afterwards)."""
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, old)
-    os.replace(new, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _pairwise_accuracy(pm: Any, tokenizer: Any, pairs: Sequence[PreferencePair], max_len: int, batch: int) -> tuple[float | None, float | None]:
+def _pairwise_accuracy(
+    pm: Any, tokenizer: Any, pairs: Sequence[PreferencePair], max_len: int, batch: int, renderer: PromptRenderer
+) -> tuple[float | None, float | None]:
     """Held-out accuracy (r_chosen > r_rejected; pairs at exactly 0.5 skipped) and mean soft BCE."""
     import torch
 
@@ -531,8 +354,8 @@ def _pairwise_accuracy(pm: Any, tokenizer: Any, pairs: Sequence[PreferencePair],
     with torch.no_grad():
         for i in range(0, len(pairs), batch):
             chunk = pairs[i : i + batch]
-            seqs = [pm_input_ids(tokenizer, p.conversation, p.chosen, max_len) for p in chunk]
-            seqs += [pm_input_ids(tokenizer, p.conversation, p.rejected, max_len) for p in chunk]
+            seqs = [pm_input_ids(tokenizer, p.conversation, p.chosen, max_len, renderer) for p in chunk]
+            seqs += [pm_input_ids(tokenizer, p.conversation, p.rejected, max_len, renderer) for p in chunk]
             ids, mask = _right_pad(seqs, tokenizer.pad_token_id)
             logits = pm(input_ids=ids, attention_mask=mask, use_cache=False).logits.squeeze(-1)
             rewards_c += logits[: len(chunk)].tolist()
@@ -595,7 +418,11 @@ class RewardScorer:
     ``AutoModelForSequenceClassification`` the PM was trained as.
     """
 
-    def __init__(self, peft_model: Any, head: Any, tokenizer: Any, *, adapter_name: str = "reward", max_len: int = 512) -> None:
+    def __init__(
+        self, peft_model: Any, head: Any, tokenizer: Any, *, adapter_name: str = "reward", max_len: int = 512,
+        renderer: PromptRenderer | None = None,
+    ) -> None:
+        self.renderer = renderer or PromptRenderer()
         self.peft_model = peft_model
         self.head = head
         self.tokenizer = tokenizer
@@ -629,7 +456,8 @@ class RewardScorer:
             head.weight.copy_(weight)
         head.requires_grad_(False)
         head.to(next(loaded.model.parameters()).device)
-        return cls(peft_model, head, loaded.tokenizer, adapter_name=adapter_name, max_len=int(meta.get("max_seq_len", 512)))
+        renderer = PromptRenderer(**meta["renderer"]) if meta.get("renderer") else None
+        return cls(peft_model, head, loaded.tokenizer, adapter_name=adapter_name, max_len=int(meta["max_seq_len"]), renderer=renderer)
 
     def score_ids(self, sequences: Sequence[Sequence[int]], batch_size: int = 8) -> list[float]:
         """Rewards of already tokenized PM inputs."""
@@ -657,52 +485,5 @@ class RewardScorer:
 
     def score(self, conversations: Sequence[Any], responses: Sequence[str], batch_size: int = 8) -> list[float]:
         """Rewards of ``responses`` to ``conversations``."""
-        seqs = [pm_input_ids(self.tokenizer, c, r, self.max_len) for c, r in zip(conversations, responses)]
+        seqs = [pm_input_ids(self.tokenizer, c, r, self.max_len, self.renderer) for c, r in zip(conversations, responses)]
         return self.score_ids(seqs, batch_size)
-
-
-# ---------------------------------------------------------------------------------------------------- trainer UI
-
-
-def trainer_progress(desc: str, *, enabled: bool = True, log_path: Path | None = None) -> Any:
-    """A transformers ``TrainerCallback`` showing a progress bar (loss in the postfix) and, with ``log_path``,
-    appending each log entry as one fsynced JSON line. Use with :func:`quiet_trainer`."""
-    from transformers import TrainerCallback
-
-    class _Progress(TrainerCallback):
-        bar = None
-
-        def on_train_begin(self, args, state, control, **kwargs):
-            self.bar = progress(total=state.max_steps, desc=desc, unit="step", enabled=enabled)
-            self.bar.update(state.global_step)
-
-        def on_step_end(self, args, state, control, **kwargs):
-            if self.bar is not None:
-                self.bar.update(1)
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            logs = dict(logs or {})
-            if self.bar is not None and "loss" in logs:
-                self.bar.set_postfix(loss=f"{float(logs['loss']):.4f}")
-            if log_path is not None and logs:
-                line = json.dumps({"step": state.global_step, **logs}, default=float, sort_keys=True) + "\n"
-                with open(log_path, "a", encoding="utf-8") as fh:
-                    fh.write(line)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-
-        def on_train_end(self, args, state, control, **kwargs):
-            if self.bar is not None:
-                self.bar.close()
-
-    return _Progress()
-
-
-def quiet_trainer(trainer: Any, callback: Any) -> Any:
-    """Replace a transformers Trainer's printing/tqdm callbacks with ``callback``."""
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
-    trainer.remove_callback(PrinterCallback)
-    trainer.remove_callback(ProgressCallback)
-    trainer.add_callback(callback)
-    return trainer

@@ -22,13 +22,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import os
 import re
 import shutil
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -36,8 +34,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from cai_dsl.core.artifacts import write_atomic, write_json_atomic
-from cai_dsl.compile.ir import Program, neutralize
+from cai_dsl.core.files import remove_stale, write_json_atomic
+from cai_dsl.core.hashing import fingerprint as inputs_fingerprint
+from cai_dsl.core.hashing import sha256_file, sha256_text
+from cai_dsl.core.records import read_jsonl
+from cai_dsl.compile.ir import Program
+from cai_dsl.run.context import ExecutionContext
+from cai_dsl.run.data import DATA_FILE
+from cai_dsl.run.errors import SFTError
+from cai_dsl.run.prompts import PromptRenderer
+from cai_dsl.run.train.job import lora_config, publish_adapter
 
 __all__ = [
     "ADAPTER_DIR",
@@ -55,10 +61,6 @@ __all__ = [
 ADAPTER_DIR = "adapter"
 CHECKPOINT_DIR = "checkpoints"
 _STATE_FILE = "cai-sft.json"
-
-
-class SFTError(Exception):
-    """Bad input for fine-tuning (missing run files, no examples); the message is for the user."""
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,6 @@ class SFTOptions:
     def resolved(self, program: Program) -> dict[str, Any]:
         """The effective hyper-parameters as plain data (recorded in the adapter's manifest)."""
         sft = program.run.sft
-        lora = sft.get("lora", {})
 
         def pick(value: Any, default: Any) -> Any:
             return default if value is None else value
@@ -100,17 +101,17 @@ class SFTOptions:
             "include_helpful": self.include_helpful,
             "exclude_ids": sorted(self.exclude_ids),
             "max_steps": self.max_steps,
-            "epochs": int(pick(self.epochs, sft.get("epochs", 1))),
-            "learning_rate": float(pick(self.learning_rate, sft.get("learning_rate", 2e-4))),
-            "batch_size": int(pick(self.batch_size, sft.get("batch_size", 8))),
-            "grad_accum": int(pick(self.grad_accum, sft.get("grad_accum", 1))),
-            "max_seq_len": int(pick(self.max_seq_len, sft.get("max_seq_len", 512))),
-            "warmup_ratio": float(pick(self.warmup_ratio, sft.get("warmup_ratio", 0.03))),
-            "lora_r": int(pick(self.lora_r, lora.get("r", 16))),
-            "lora_alpha": int(pick(self.lora_alpha, lora.get("alpha", 32))),
-            "lora_dropout": float(pick(self.lora_dropout, lora.get("dropout", 0.05))),
-            "target_modules": list(pick(self.target_modules, lora.get("target_modules", ["q_proj", "v_proj"]))),
-            "use_lora": bool(sft.get("use_lora", True)),
+            "epochs": int(pick(self.epochs, sft.epochs)),
+            "learning_rate": float(pick(self.learning_rate, sft.learning_rate)),
+            "batch_size": int(pick(self.batch_size, sft.batch_size)),
+            "grad_accum": int(pick(self.grad_accum, sft.grad_accum)),
+            "max_seq_len": int(pick(self.max_seq_len, sft.max_seq_len)),
+            "warmup_ratio": float(pick(self.warmup_ratio, sft.warmup_ratio)),
+            "lora_r": int(pick(self.lora_r, sft.lora.r)),
+            "lora_alpha": int(pick(self.lora_alpha, sft.lora.alpha)),
+            "lora_dropout": float(pick(self.lora_dropout, sft.lora.dropout)),
+            "target_modules": list(pick(self.target_modules, sft.lora.target_modules)),
+            "use_lora": sft.use_lora,
             "seed": int(pick(self.seed, program.provenance.seed)),
         }
 
@@ -134,34 +135,11 @@ class SFTResult:
 
 
 def read_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """The complete records of an ``sl-data.jsonl`` file (a torn last line is ignored)."""
+    """The complete records of an ``sl-data.jsonl`` file (a torn last line is ignored; see core.records)."""
     p = Path(path)
     if not p.is_file():
         raise SFTError(f"{p}: no such file (run `cai sl` first)")
-    out = []
-    with open(p, "rb") as fh:
-        for raw in fh:
-            if not raw.endswith(b"\n"):
-                break
-            try:
-                out.append(json.loads(raw))
-            except json.JSONDecodeError:
-                break
-    return out
-
-
-def _prompt_messages(record: dict[str, Any], program: Program) -> list[dict[str, str]]:
-    fmt = program.chat_format
-    messages = []
-    system = program.critique_revision.system
-    if system is not None:
-        messages.append({"role": "system", "content": system})
-    prompt = record["prompt"]
-    if isinstance(prompt, str):
-        messages.append({"role": "user", "content": neutralize(prompt, fmt)})
-    else:
-        messages.extend({"role": m["role"], "content": neutralize(m["content"], fmt)} for m in prompt)
-    return messages
+    return read_jsonl(p, error=SFTError).records
 
 
 def build_examples(
@@ -182,7 +160,7 @@ def build_examples(
     if revisions not in ("final", "all"):
         raise SFTError(f"revisions must be `final` or `all`, not `{revisions}`")
     skip = set(exclude_ids)
-    fmt = program.chat_format
+    renderer = PromptRenderer.of(program)
     out = []
     for record in sorted(records, key=lambda r: str(r["id"])):
         if str(record["id"]) in skip:
@@ -195,28 +173,16 @@ def build_examples(
                 texts = [record.get("final") or ""]
         else:
             texts = [record.get("final") or ""]
-        prompt = _prompt_messages(record, program)
+        prompt = renderer.messages(record["prompt"])
         for k, text in enumerate(t for t in texts if t.strip()):
             out.append(
                 {
                     "id": f"{record['id']}#{k}",
                     "prompt": prompt,
-                    "completion": [{"role": "assistant", "content": neutralize(text.strip(), fmt)}],
+                    "completion": [renderer.response(text.strip())],
                 }
             )
     return out
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _canonical_hash(data: Any) -> str:
-    return hashlib.sha256(json.dumps(data, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------------- model card
@@ -284,7 +250,7 @@ def model_card(manifest: dict[str, Any], sources: dict[str, str]) -> str:
     for rel in sorted(sources):
         text = sources[rel]
         fence = _fence(text)
-        sha = file_hashes.get(rel) or hashlib.sha256(text.encode("utf-8")).hexdigest()
+        sha = file_hashes.get(rel) or sha256_text(text)
         lines += [f"### `{rel}` (sha256 `{sha}`)", "", fence + "text", text.rstrip("\n"), fence, ""]
     return "\n".join(lines) + "\n"
 
@@ -311,53 +277,10 @@ def _complete_checkpoints(folder: Path) -> list[Path]:
 
 
 def _progress_callback() -> Any:
-    """A TrainerCallback drawing a rich progress bar over optimizer steps (steps/s, loss) on stderr,
-    on the main process only (built lazily: transformers is imported only when training)."""
-    from transformers import TrainerCallback
+    """A TrainerCallback drawing the progress bar over optimizer steps (loss after it), on the main process only."""
+    from cai_dsl.run.train.job import trainer_progress
 
-    class Callback(TrainerCallback):
-        def __init__(self) -> None:
-            self.bar = None
-            self.task = None
-
-        def on_train_begin(self, args, state, control, **kw):
-            if not state.is_world_process_zero:
-                return
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-            self.bar = Progress(
-                TextColumn("{task.description:<24}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]} loss {task.fields[loss]}"),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                console=Console(stderr=True),
-            )
-            self.bar.start()
-            self.start_step = state.global_step
-            self.t0 = time.perf_counter()
-            self.task = self.bar.add_task(
-                "LoRA SFT steps", total=state.max_steps, completed=state.global_step, loss="-", rate=""
-            )
-
-        def on_step_end(self, args, state, control, **kw):
-            if self.bar is not None:
-                dt = time.perf_counter() - self.t0
-                rate = (state.global_step - self.start_step) / dt if dt > 0 else 0.0
-                self.bar.update(self.task, completed=state.global_step, rate=f"{rate:.2f} steps/s")
-
-        def on_log(self, args, state, control, logs=None, **kw):
-            if self.bar is not None and logs and "loss" in logs:
-                self.bar.update(self.task, loss=f"{float(logs['loss']):.3f}")
-
-        def on_train_end(self, args, state, control, **kw):
-            if self.bar is not None:
-                self.bar.stop()
-                self.bar = None
-
-    return Callback()
+    return trainer_progress("LoRA SFT steps")
 
 
 def _load_run(run_dir: Path) -> tuple[Program, dict[str, str], list[dict[str, Any]]]:
@@ -372,8 +295,6 @@ def _load_run(run_dir: Path) -> tuple[Program, dict[str, str], list[dict[str, An
         sources = json.loads((run_dir / "sources.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         sources = {}
-    from cai_dsl.run.sl import DATA_FILE
-
     records = read_records(run_dir / DATA_FILE)
     return program, sources, records
 
@@ -394,7 +315,6 @@ def train_sft(
     ``torchrun``/``accelerate launch`` every process calls this; only the main one writes files.
     """
     from cai_dsl import __version__
-    from cai_dsl.run.sl import DATA_FILE
 
     t0 = time.perf_counter()
     run = Path(run_dir)
@@ -419,7 +339,7 @@ def train_sft(
     data_path = run / DATA_FILE
     fingerprint = {
         "program_hash": prov.program_hash,
-        "examples_sha256": _canonical_hash(examples),
+        "examples_sha256": inputs_fingerprint(examples),
         "base_model": base,
         "hyperparameters": hp,
         "world_size": world,
@@ -438,7 +358,7 @@ def train_sft(
         "target": prov.target,
         "seed": prov.seed,
         "data_file": DATA_FILE,
-        "data_sha256": _sha256_file(data_path),
+        "data_sha256": sha256_file(data_path),
         "records": len(records),
         "examples": len(examples),
         "helpful_examples": sum(1 for e in examples if e["id"].split("#")[0] in helpful_ids),
@@ -446,7 +366,7 @@ def train_sft(
         "hyperparameters": hp,
         "world_size": world,
         "cai_dsl_version": __version__,
-        "fingerprint": _canonical_hash(fingerprint),
+        "fingerprint": inputs_fingerprint(fingerprint),
     }
     adapter_dir = run / ADAPTER_DIR
     existing = _read_manifest(adapter_dir)
@@ -464,14 +384,12 @@ def train_sft(
     import torch
     from accelerate import PartialState
     from datasets import Dataset
-    from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
 
-    from cai_dsl.run.loading import ModelError, load_model
+    from cai_dsl.run.loading import ModelError
 
-    device = program.run.device
-    use_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
-    bf16 = not use_cpu and program.run.dtype in ("bfloat16", "auto")
+    context = ExecutionContext.of(program)
+    use_cpu, bf16 = context.use_cpu, context.bf16
     ckpt_dir = run / CHECKPOINT_DIR
     save_steps = options.save_steps or 10
     # transformers >= 5.2x renamed gradient_checkpointing to activation_checkpointing (off: small models, speed)
@@ -519,18 +437,18 @@ def train_sft(
     resume = str(complete[-1]) if complete else None
 
     try:
-        loaded = load_model(base, dtype=torch.bfloat16 if bf16 else torch.float32)
+        loaded = context.load(base, dtype=torch.bfloat16 if bf16 else torch.float32)
     except ModelError as exc:
         raise SFTError(str(exc)) from None
     tokenizer = loaded.tokenizer
     tokenizer.padding_side = "right"  # training pads on the right (generation pads on the left)
     dataset = Dataset.from_list([{"prompt": e["prompt"], "completion": e["completion"]} for e in examples])
-    lora = LoraConfig(
+    lora = lora_config(
+        program.run.sft.lora,
         r=hp["lora_r"],
         lora_alpha=hp["lora_alpha"],
         lora_dropout=hp["lora_dropout"],
         target_modules=hp["target_modules"],
-        task_type="CAUSAL_LM",
     )
     all_callbacks = list(callbacks)
     if progress:
@@ -615,38 +533,10 @@ def _read_manifest(adapter_dir: Path) -> dict[str, Any] | None:
 
 
 def _write_adapter(model: Any, adapter_dir: Path, manifest: dict[str, Any], sources: dict[str, str]) -> None:
-    """Save the adapter into a temp dir beside ``adapter_dir``, add the card and manifest, rename into place."""
-    from cai_dsl.run.loading import ADAPTER_MANIFEST
-
-    parent = adapter_dir.parent
-    for stale in parent.glob(f".{adapter_dir.name}.tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{adapter_dir.name}.tmp-", dir=parent))
-    try:
-        model.save_pretrained(str(tmp), safe_serialization=True)
-        config_path = tmp / "adapter_config.json"
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-        config["base_model_name_or_path"] = manifest["base_model"]  # a spec, not a cache path
-        write_atomic(config_path, json.dumps(config, indent=2, sort_keys=True) + "\n")
-        for leftover in ("training_args.bin",):  # pickles never ship with an adapter
-            (tmp / leftover).unlink(missing_ok=True)
-        write_json_atomic(tmp / ADAPTER_MANIFEST, manifest)
-        write_atomic(tmp / "README.md", model_card(manifest, sources))
-        old = None
-        if adapter_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{adapter_dir.name}.old-", dir=parent))
-            os.replace(adapter_dir, old / adapter_dir.name)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp/mkstemp create private files; an adapter is meant to be shared
-        for f in tmp.iterdir():
-            os.chmod(f, 0o666 & ~umask)
-        os.replace(tmp, adapter_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    """Publish the adapter atomically with its manifest and model card (:func:`cai_dsl.run.train.job.publish_adapter`)."""
+    remove_stale(adapter_dir)  # only the main process publishes the adapter
+    publish_adapter(adapter_dir, lambda tmp: model.save_pretrained(str(tmp), safe_serialization=True), manifest,
+                    model_card(manifest, sources))
 
 
 # ---------------------------------------------------------------------------------------------------- command line

@@ -7,25 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import write_tiny_target
+
 ROOT = Path(__file__).resolve().parents[3]
 ANTHROPIC = str(ROOT / "constitutions" / "anthropic-2022.const")
 
-TINY_TARGET = """
-name = "tiny"
-chat_format = "chatml"
-[models]
-policy = "{model}"
-feedback = [{{ model = "{model}" }}]
-[dpo]
-beta = 0.1
-learning_rate = 0.01
-batch_size = 2
-max_seq_len = 96
-[dpo.lora]
-r = 4
-alpha = 8
-target_modules = ["q_proj", "v_proj"]
-"""
+DPO_TABLE = {"beta": 0.1, "learning_rate": 0.01, "batch_size": 2, "max_seq_len": 96,
+             "lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}}
 
 
 def _pairs():
@@ -40,8 +28,7 @@ def _pairs():
 def _program(tmp_path, tiny_model_dir):
     from cai_dsl.compile.compiler import compile_file
 
-    target = tmp_path / "tiny.toml"
-    target.write_text(TINY_TARGET.format(model=tiny_model_dir))
+    target = write_tiny_target(tmp_path / "tiny.toml", tiny_model_dir, dpo=DPO_TABLE)
     program, _ = compile_file(ANTHROPIC, "rl_cai", str(target))
     return program
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import write_tiny_target
+
 ROOT = Path(__file__).resolve().parents[3]
 ANTHROPIC = str(ROOT / "constitutions" / "anthropic-2022.const")
 
@@ -133,27 +135,11 @@ def test_reference_frozen_and_kl_zero_at_step_0(tiny_model_dir):
     assert trainer.step(["a", "b", "c", "d"], prompts, step_seed=8)["kl"] != pytest.approx(0.0, abs=1e-7)
 
 
-TINY_TARGET = """
-name = "tiny"
-chat_format = "chatml"
-[backend_options]
-batch_size = 4
-[models]
-policy = "{model}"
-feedback = [{{ model = "{model}" }}]
-[generation]
-max_new_tokens = 5
-temperature = 1.0
-[sft.lora]
-r = 4
-alpha = 8
-[ppo]
-learning_rate = 0.003
-rollout_batch_size = 4
-mini_batch_size = 2
-ppo_epochs = 1
-total_episodes = 12
-"""
+PPO_TABLES = {
+    "generation": {"max_new_tokens": 5, "temperature": 1.0},
+    "sft": {"lora": {"r": 4, "alpha": 8}},
+    "ppo": {"learning_rate": 0.003, "rollout_batch_size": 4, "mini_batch_size": 2, "ppo_epochs": 1, "total_episodes": 12},
+}
 
 
 def _write_pm(tmp_path, tiny_model_dir):
@@ -170,8 +156,7 @@ def test_run_ppo_checkpoints_resume_identically(tmp_path, tiny_model_dir):
     from cai_dsl.run.feedback import RLAIFError, default_prompts
     from cai_dsl.run.train.ppo import PPOConfig, run_ppo
 
-    target = tmp_path / "tiny.toml"
-    target.write_text(TINY_TARGET.format(model=tiny_model_dir))
+    target = write_tiny_target(tmp_path / "tiny.toml", tiny_model_dir, **PPO_TABLES)
     program, _ = compile_file(ANTHROPIC, "rl_cai", str(target))
     pm = _write_pm(tmp_path, tiny_model_dir)
     prompts = default_prompts()[:6]

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from cai_dsl.core.artifacts import write_atomic, write_json_atomic
+from tests.conftest import write_tiny_target
+
+from cai_dsl.core.files import write_atomic, write_json_atomic
 from cai_dsl.run.loading import ADAPTER_MANIFEST, ModelError, is_adapter_dir, load_model
 from cai_dsl.run.train.sft import SFTError, SFTOptions, build_examples, model_card, read_records, train_sft
 from cai_dsl.run.sl import prepare_job
@@ -21,22 +23,8 @@ PAPER = ROOT / "constitutions" / "anthropic-2022.const"
 
 
 def _target(path: Path, model_dir: Path) -> Path:
-    path.write_text(
-        f"""name = "tiny"
-chat_format = "chatml"
-[models]
-policy = "{model_dir}"
-[sft]
-batch_size = 2
-max_seq_len = 128
-[sft.lora]
-r = 4
-alpha = 8
-target_modules = ["q_proj", "v_proj"]
-""",
-        encoding="utf-8",
-    )
-    return path
+    sft = {"batch_size": 2, "max_seq_len": 128, "lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}}
+    return write_tiny_target(path, model_dir, sft=sft)
 
 
 def _record(i: int, *, helpful: bool = False, rounds: int = 2, final: str | None = None) -> dict:

@@ -1,0 +1,96 @@
+"""Conditions in the IR: a compact, span-free tree over facets, and its three-valued evaluation."""
+
+from __future__ import annotations
+
+from typing import Literal, Mapping
+
+from cai_dsl.compile.base import Compact, Frozen
+
+__all__ = ["Cond", "CondOp", "FacetIR", "eval_cond"]
+
+
+CondOp = Literal["true", "false", "==", "!=", "<", "<=", ">", ">=", "in", "not in", "and", "or", "not"]
+
+
+class Cond(Compact):
+    """A compact, span-free condition tree over facets.
+
+    ``true``/``false``; ``facet OP value`` (``==``, ``!=``, ``<``...); ``facet in values`` /
+    ``not in``; ``and``/``or`` over ``args``; ``not`` over ``args[0]``.
+    """
+
+    op: CondOp
+    facet: str | None = None
+    value: str | None = None
+    values: tuple[str, ...] = ()
+    args: tuple["Cond", ...] = ()
+
+    def facets_used(self) -> set[str]:
+        out: set[str] = set()
+        stack = [self]
+        while stack:
+            node = stack.pop()
+            if node.facet is not None:
+                out.add(node.facet)
+            stack.extend(node.args)
+        return out
+
+
+Cond.model_rebuild()
+
+
+class FacetIR(Frozen):
+    name: str
+    values: tuple[str, ...]
+    ordered: bool = False
+
+
+def eval_cond(cond: Cond | None, scenario: Mapping[str, str | None], facets: Mapping[str, FacetIR]) -> bool | None:
+    """Three-valued (Kleene) truth of ``cond``: a facet missing from ``scenario`` (or None) is unknown.
+
+    Returns True, False, or None when the answer depends on an unknown facet.
+    """
+    if cond is None:
+        return True
+    op = cond.op
+    if op == "true":
+        return True
+    if op == "false":
+        return False
+    if op == "not":
+        inner = eval_cond(cond.args[0], scenario, facets)
+        return None if inner is None else not inner
+    if op == "and":
+        result: bool | None = True
+        for arg in cond.args:
+            v = eval_cond(arg, scenario, facets)
+            if v is False:
+                return False
+            if v is None:
+                result = None
+        return result
+    if op == "or":
+        result = False
+        for arg in cond.args:
+            v = eval_cond(arg, scenario, facets)
+            if v is True:
+                return True
+            if v is None:
+                result = None
+        return result
+    actual = scenario.get(cond.facet or "")
+    if actual is None:
+        return None
+    if op == "in":
+        return actual in cond.values
+    if op == "not in":
+        return actual not in cond.values
+    if op == "==":
+        return actual == cond.value
+    if op == "!=":
+        return actual != cond.value
+    facet = facets.get(cond.facet or "")
+    if facet is None or actual not in facet.values or cond.value not in facet.values:
+        return None
+    a, b = facet.values.index(actual), facet.values.index(cond.value)
+    return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op]
