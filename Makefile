@@ -23,7 +23,8 @@ run: setup
 test: setup
 	# the layer contract first (pyproject.toml [tool.importlinter]): a stage imports only the stages below it
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q
+	# two workers (pytest-xdist), a file per worker at a time so module-scoped model fixtures load once per file
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 bench: setup
 	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done

@@ -93,3 +93,13 @@ def test_no_guarded_imports_of_cai_modules():
                 if _imports_cai(node.body):
                     offenders.append(f"{_rel(path)}:{node.lineno}")
     assert not offenders, "try/except ImportError around cai_dsl imports:\n" + "\n".join(offenders)
+
+
+def test_every_package_is_listed_for_installation():
+    """pyproject.toml lists packages explicitly (the data packages are mapped from top-level folders), so a
+    new sub-package that is not listed would be missing from a wheel."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in PACKAGE.rglob("__init__.py")}
+    assert not found - listed, f"add to [tool.setuptools] packages: {sorted(found - listed)}"

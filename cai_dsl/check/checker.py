@@ -4,7 +4,8 @@ Names come from resolution (:mod:`cai_dsl.lang.resolver`), semantics per deploym
 from :mod:`cai_dsl.check.semantic` (SMT queries of :mod:`cai_dsl.semantics.smt`),
 operationalizability from :mod:`cai_dsl.check.operational` and observability of the
 behaviors from :mod:`cai_dsl.check.observability`; then ``# cai: ignore``
-comments apply (:mod:`cai_dsl.check.suppressions`) and repeats collapse by rule scope
+comments apply (:mod:`cai_dsl.check.suppressions`), the noisy lints are summarized
+(:mod:`cai_dsl.check.operational.summary`) and repeats collapse by rule scope
 (:func:`cai_dsl.diagnostics.dedupe.dedupe`).
 """
 
@@ -14,6 +15,7 @@ from typing import Iterable
 
 from cai_dsl.check.observability import lint_observability
 from cai_dsl.check.operational import lint_constitution
+from cai_dsl.check.operational.summary import summarize
 from cai_dsl.check.semantic import check_deployment
 from cai_dsl.check.suppressions import apply_suppressions
 from cai_dsl.diagnostics import Diagnostic
@@ -48,4 +50,4 @@ def check(
         if operational:
             diagnostics.extend(lint_constitution(constitution, deployments))
             diagnostics.extend(lint_observability(constitution, deployments))
-    return sorted(dedupe(apply_suppressions(diagnostics, constitution)), key=Diagnostic.sort_key)
+    return sorted(dedupe(summarize(apply_suppressions(diagnostics, constitution))), key=Diagnostic.sort_key)

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 from cai_dsl.core.errors import CaiError
 
-from cai_dsl.semantics.evaluator import ResolvedPolicy, resolved_policy
+from cai_dsl.lang import ast
+from cai_dsl.semantics.evaluator import ResolvedPolicy, Value, resolved_policy
 from cai_dsl.semantics.smt import DeploymentModel, ScenarioSpace
 from cai_dsl.lang.resolver import Constitution
 
@@ -21,9 +22,10 @@ class ScenarioError(CaiError, ValueError):
     """A `--given` text that names an unknown facet or value."""
 
 
-def parse_scenario(text: str, constitution: Constitution) -> dict[str, str]:
-    """Parse ``"topic=medical, risk=high"`` (``==`` also accepted) and validate names."""
-    out: dict[str, str] = {}
+def parse_scenario(text: str, constitution: Constitution) -> dict[str, Value]:
+    """Parse ``"topic=medical, risk=high, dose_mg=600"`` (``==`` also accepted) and validate
+    names; a number facet takes a whole number inside its range."""
+    out: dict[str, Value] = {}
     for part in [p.strip() for p in text.replace(";", ",").split(",") if p.strip()]:
         if "=" not in part:
             raise ScenarioError(f"`{part}`: expected facet=value")
@@ -31,8 +33,9 @@ def parse_scenario(text: str, constitution: Constitution) -> dict[str, str]:
         facet = constitution.facets.get(key)
         if facet is None:
             raise ScenarioError(f"unknown facet `{key}`; facets are: {', '.join(sorted(constitution.facets))}")
-        values = [v.name for v in facet.values]
-        if value not in values:
+        if facet.bounds is not None:
+            value = _number(key, value, facet)
+        elif value not in (values := [v.name for v in facet.values]):
             raise ScenarioError(f"`{value}` is not a value of `{key}`; values are: {', '.join(values)}")
         if key in out and out[key] != value:
             raise ScenarioError(f"facet `{key}` is given twice")
@@ -40,16 +43,27 @@ def parse_scenario(text: str, constitution: Constitution) -> dict[str, str]:
     return out
 
 
+def _number(key: str, text: str, facet: ast.Facet) -> int:
+    low, high = facet.bounds.low.value, facet.bounds.high.value
+    try:
+        value = int(text)
+    except ValueError:
+        raise ScenarioError(f"`{key}` is a number facet: expected a whole number, not `{text}`") from None
+    if not low <= value <= high:
+        raise ScenarioError(f"{value} is outside the range of `{key}` ({low} .. {high})")
+    return value
+
+
 @dataclass
 class Possibility:
     status: str
-    example: dict[str, str]
+    example: dict[str, Value]
 
 
 @dataclass
 class Explanation:
     deployment: str
-    given: dict[str, str]
+    given: dict[str, Value]
     complete: bool
     reachable: bool
     policy: ResolvedPolicy | None = None  # complete scenarios
@@ -87,7 +101,7 @@ class Explanation:
         return out
 
 
-def explain(constitution: Constitution, deployment_name: str, given: dict[str, str]) -> Explanation:
+def explain(constitution: Constitution, deployment_name: str, given: dict[str, Value]) -> Explanation:
     """Explain the policy of ``deployment_name`` where ``given`` holds."""
     deployment = constitution.deployments[deployment_name]
     space = ScenarioSpace(constitution)

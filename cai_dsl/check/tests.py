@@ -25,7 +25,7 @@ from cai_dsl.lang.resolver import Constitution
 class ExpectationResult:
     expectation: ast.Expectation
     passed: bool
-    counterexample: dict[str, str] | None = None
+    counterexample: dict[str, str | int] | None = None
     policy: ResolvedPolicy | None = None
     note: str | None = None
 

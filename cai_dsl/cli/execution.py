@@ -100,6 +100,10 @@ def sl_command(
         f"sl-data: {result.path} ({len(result.records)} records, {revised} revised; {result.new} new, "
         f"{result.resumed} resumed) in {result.seconds:.1f} s, {result.tokens_per_second:.1f} generated tok/s"
     )
+    if result.gated:
+        rates = ", ".join(f"{a.principle} {a.accepted}/{a.proposed}" for a in result.acceptance.values()) or "none"
+        print(f"gate: revisions accepted per principle: {rates}; {result.openings} from canonical openings; "
+              f"{result.excluded} records without an accepted response (not trained on)")
     if no_train:
         raise SystemExit(0)
     try:

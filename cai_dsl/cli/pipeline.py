@@ -4,8 +4,9 @@ The stages live in :mod:`cai_dsl.pipeline` and return results; this module print
 of each and picks the exit code:
 1. check the standard library: parse, resolve, lint (zero errors) and run its tests;
 2. compile the chosen deployment for the target;
-3. SL-CAI on a small prompt sample, LoRA fine-tuning, and a before/after summary;
-4. RLAIF: AI feedback labels, a preference model, PPO, evaluation and an HTML report.
+3. SL-CAI on a train sample (red team, helpful, benign look-alikes), gated revisions, LoRA fine-tuning;
+4. RL-CAI: labels, a preference model, PPO; then base -> SL -> RL on held-out prompts (rates with intervals,
+   paired tests, an independent judge) with the verdict against the target, and an HTML report.
 Every stage resumes: rerunning with the same --out skips finished work.
 """
 
@@ -20,10 +21,12 @@ import typer
 from cai_dsl.cli.common import print_diagnostics
 from cai_dsl.cli.errors import report_error
 from cai_dsl.core.errors import EXIT_OK, CaiError
+from cai_dsl.pipeline import effect as effect_mod
 from cai_dsl.pipeline import main as stages
 from cai_dsl.pipeline import rlaif
+from cai_dsl.run.eval.verdict import align
 
-__all__ = ["register", "run_command", "run_rl_stage", "run_sl_stage"]
+__all__ = ["print_effect", "register", "run_command", "run_rl_stage", "run_sl_stage"]
 
 
 def register(app: typer.Typer) -> None:
@@ -111,12 +114,38 @@ def run_sl_stage(
 # ---------------------------------------------------------------------------------------------- RLAIF
 
 
-def _rl_stages(program, base: Path, sl_adapter: Path | None, budget: rlaif.JobBudget) -> None:
+def print_effect(effect: "effect_mod.Effect", indent: str = "         ") -> None:
+    """The base -> SL -> RL table (markers, then the independent judge), agreement, win rate and the verdict."""
+    ev = effect.evaluation
+    sizes = ", ".join(f"{len(ids)} {name}" for name, ids in ev.sets.items())
+    _say(f"{indent}held-out prompts: {sizes}; greedy, {ev.max_new_tokens} new tokens; rates with 95% Wilson intervals, "
+         "paired exact McNemar tests")
+    for line in align(effect.table):
+        _say(indent + line)
+    if ev.judge_behaviors:
+        _say(f"{indent}independent judge (yes/no questions of {', '.join(ev.judge_behaviors)}, base model log-probs):")
+        for line in align(effect.judge_table):
+            _say(indent + line)
+        agreement = ", ".join(f"{a.metric} kappa {a.kappa:.2f} ({a.agree:.0%} agree, n={a.n})" for a in ev.agreement if a.kappa is not None)
+        if agreement:
+            _say(f"{indent}markers vs judge: {agreement}")
+    if ev.comparison is not None:
+        wins = ", ".join(f"{m.name} {m.win_rate:.2f}" for m in ev.models if m.win_rate is not None)
+        c = ev.comparison
+        flag = "" if c.has_signal else " -- NO SIGNAL: the feedback model's votes do not agree across the two orders above chance; ignore these win rates"
+        _say(f"{indent}comparison-program win rate: {wins} (order-consistent votes {c.consistent.k}/{c.consistent.n}, p={c.p:.3g}){flag}")
+    _say(f"{indent}{effect.verdict.line}")
+
+
+def _rl_stages(program, scorer, base: Path, sl_adapter: Path | None, budget: rlaif.JobBudget) -> "effect_mod.Effect":
     t = time.perf_counter()
     labels = rlaif.rl_label(program, base, sl_adapter, budget)
     s = labels.summary
     _say(f"[rl 1/5] labelled {s.records} pairs ({s.new} new, {s.pairs_per_second:.2f} pairs/s), "
          f"mean confidence {s.mean_confidence:.3f}: {s.path} ({time.perf_counter() - t:.0f} s)")
+    if s.signal is not None:
+        _say(f"         feedback signal: {'yes' if s.signal.has_signal else 'NO'} ({s.signal.reason}); label sources "
+             + ", ".join(f"{v} {k}" for k, v in sorted(s.sources.items())) + f"; {s.no_signal} no-signal label(s)")
 
     t = time.perf_counter()
     pm = rlaif.rl_preference_model(program, base, labels, budget)
@@ -131,11 +160,37 @@ def _rl_stages(program, base: Path, sl_adapter: Path | None, budget: rlaif.JobBu
     _say(f"[rl 3/5] PPO {ppo.steps} steps: reward {first.get('reward', nan):.3f} -> {last.get('reward', nan):.3f}, "
          f"KL {last.get('kl', nan):.3f}: {ppo.policy} ({time.perf_counter() - t:.0f} s)")
 
-    t = time.perf_counter()
-    path = rlaif.rl_evaluate(program, base, sl_adapter, ppo, budget, log=lambda m: _say("         " + m))
-    _say(f"[rl 4/5] evaluation: {path} ({time.perf_counter() - t:.0f} s)")
+    signal = s.signal.has_signal if s.signal is not None else None
+    effect = rlaif.rl_evaluate(program, scorer, base, sl_adapter, ppo.policy, budget, feedback_signal=signal)
+    _say(f"[rl 4/5] evaluation: {effect.path} ({effect.seconds:.0f} s)")
+    print_effect(effect)
 
     _say(f"[rl 5/5] report: {rlaif.rl_report(base)}")
+    return effect
+
+
+def _rl_job(source, deployment: str, target: str, out: Path, sl_adapter: Path | None, budget: rlaif.JobBudget):
+    """The RL-CAI stage: (exit code, the evaluation's Effect or None)."""
+    base = Path(out) / "rlaif"
+    try:
+        compiled = stages.compile_stage(Path(source), deployment, target, Path(out))
+    except CaiError as exc:
+        errors = [d for d in getattr(exc, "diagnostics", None) or () if d.is_error]
+        if errors:
+            print_diagnostics(errors, {})
+            return exc.exit_code, None
+        return report_error(exc, prog="cai run"), None
+    program = compiled.program
+    if not program.comparison.pool:
+        _say(f"[rl] deployment `{deployment}` has no compare principles: RL-CAI skipped")
+        return EXIT_OK, None
+    started = time.perf_counter()
+    try:
+        effect = _rl_stages(program, effect_mod.policy_scorer(source, deployment), base, sl_adapter, budget)
+    except CaiError as exc:
+        return report_error(exc, prog="cai run"), None
+    _say(f"[rl] RL-CAI stage done in {time.perf_counter() - started:.0f} s; report: {base / 'report.html'}")
+    return EXIT_OK, effect
 
 
 def run_rl_stage(
@@ -147,27 +202,7 @@ def run_rl_stage(
     budget: rlaif.JobBudget | None = None,
 ) -> int:
     """`cai run`'s RL-CAI stage into ``out/rlaif`` with its summary printed; returns the exit code."""
-    budget = budget or rlaif.JobBudget()
-    base = Path(out) / "rlaif"
-    try:
-        compiled = stages.compile_stage(Path(source), deployment, target, Path(out))
-    except CaiError as exc:
-        errors = [d for d in getattr(exc, "diagnostics", None) or () if d.is_error]
-        if errors:
-            print_diagnostics(errors, {})
-            return exc.exit_code
-        return report_error(exc, prog="cai run")
-    program = compiled.program
-    if not program.comparison.pool:
-        _say(f"[rl] deployment `{deployment}` has no compare principles: RL-CAI skipped")
-        return EXIT_OK
-    started = time.perf_counter()
-    try:
-        _rl_stages(program, base, sl_adapter, budget)
-    except CaiError as exc:
-        return report_error(exc, prog="cai run")
-    _say(f"[rl] RL-CAI stage done in {time.perf_counter() - started:.0f} s; report: {base / 'report.html'}")
-    return EXIT_OK
+    return _rl_job(source, deployment, target, out, sl_adapter, budget or rlaif.JobBudget())[0]
 
 
 # ---------------------------------------------------------------------------------------------- cai run
@@ -175,31 +210,46 @@ def run_rl_stage(
 
 def run_command(
     out: Path = typer.Option(Path("runs/default"), "--out", help="output directory"),
-    constitution: Optional[str] = typer.Option(None, "--constitution", help="default: the standard library's anthropic-2022.const"),
+    constitution: Optional[str] = typer.Option(None, "--constitution", help="default: the standard library's harmless-helpful.const"),
     deployment: str = typer.Option("base", "--deployment", "-d"),
     target: str = typer.Option("smollm2-cpu", "--target"),
 ) -> None:
-    """Run the main job: check the standard library, compile, then train where available."""
+    """Run the main job: check the standard library, compile, SL-CAI, RL-CAI, then the base -> SL -> RL table
+    on held-out prompts and the verdict against the target."""
     start = time.perf_counter()
+    times: dict[str, float] = {}
     library = stages.check_library()
     for checked in library.files:
         print_diagnostics(list(checked.errors), dict(checked.sources))
+    times["check"] = time.perf_counter() - start
     print(f"[1] standard library: {len(library.files)} files linted, {library.errors} errors; "
-          f"tests {library.passed} passed, {library.failed} failed")
+          f"tests {library.passed} passed, {library.failed} failed ({times['check']:.0f} s)")
     if not library.ok:
         raise SystemExit(1)
-    source = Path(constitution) if constitution else stages.default_constitution()
+    source = Path(constitution) if constitution else stages.run_constitution()
+    t = time.perf_counter()
     try:
         compiled = stages.compile_stage(source, deployment, target, out)
     except CaiError as exc:
         raise SystemExit(report_error(exc)) from None
-    print(f"[2] compiled {source.name} [{deployment}] for {target}: {compiled.path} ({len(compiled.program.principles)} principles)")
-    print("[3] SL-CAI: generate -> critique -> revise -> LoRA SFT")
+    times["compile"] = time.perf_counter() - t
+    print(f"[2] compiled {source.name} [{deployment}] for {target}: {compiled.path} "
+          f"({len(compiled.program.principles)} principles, {times['compile']:.0f} s)")
+    print("[3] SL-CAI: generate -> gate (quality, policy score) / canonical openings -> LoRA SFT")
+    t = time.perf_counter()
     code = run_sl_stage(source, deployment, target, out)
+    times["SL-CAI"] = time.perf_counter() - t
     if code != EXIT_OK:
         raise SystemExit(code)
-    print("[4] RLAIF: AI feedback labels -> preference model -> PPO -> evaluation -> report")
+    print("[4] RL-CAI: labels -> preference model -> PPO -> held-out evaluation base -> SL -> RL -> report")
     adapter = out / "adapter"
-    code = run_rl_stage(source, deployment, target, out, adapter if adapter.is_dir() else None)
+    t = time.perf_counter()
+    code, effect = _rl_job(source, deployment, target, out, adapter if adapter.is_dir() else None, rlaif.JobBudget())
+    times["RL-CAI + evaluation"] = time.perf_counter() - t
+    if effect is not None:
+        times["evaluation"] = effect.seconds
+    print("stage times: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()))
+    if effect is not None:
+        print(effect.verdict.line)
     print(f"done in {time.perf_counter() - start:.1f} s")
     raise SystemExit(code)

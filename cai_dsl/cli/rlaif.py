@@ -17,12 +17,15 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
-    """Add `label`, `rl`, `eval feedback`, `eval models` and `report` to the `cai` app."""
+    """Add `label`, `rl`, `eval feedback|models|detectors` and `report` to the `cai` app."""
     app.command("label")(label_command)
     app.command("rl")(rl_command)
-    eval_app = typer.Typer(help="Evaluate the feedback model or trained policies.", no_args_is_help=True)
+    from cai_dsl.cli.eval_detectors import eval_detectors_command
+
+    eval_app = typer.Typer(help="Evaluate the feedback model, trained policies or behavior detectors.", no_args_is_help=True)
     eval_app.command("feedback")(eval_feedback_command)
     eval_app.command("models")(eval_models_command)
+    eval_app.command("detectors")(eval_detectors_command)
     app.add_typer(eval_app, name="eval")
     app.command("report")(report_command)
 
@@ -106,6 +109,34 @@ def _positive(command: str, name: str, value: Optional[int]) -> None:
         _fail(command, f"{name} must be at least 1")
 
 
+def _policy_scorer(command: str, path: str, deployment: str):
+    """The constitution's policy scorer of ``deployment`` (the compiled rule-based reward)."""
+    from cai_dsl.lang.resolver import resolve
+    from cai_dsl.run.policy.score import PolicyError, PolicyScorer
+
+    try:
+        return PolicyScorer(resolve(path), deployment)
+    except PolicyError as exc:
+        _fail(command, str(exc))
+
+
+def signal_lines(signal) -> list[str]:
+    """The label signal as printed lines (``cai label``)."""
+    def f(v, fmt=".2f"):
+        return "n/a" if v is None else format(v, fmt)
+
+    ci = signal.consistency_ci
+    verdict = "has signal" if signal.has_signal else "NO SIGNAL"
+    return [
+        f"feedback signal: {verdict} -> labels from {signal.source} (feedback weight {signal.feedback_weight:.2f}): {signal.reason}",
+        f"  order consistency {f(signal.consistency)} ({signal.consistent}/{signal.comparisons}"
+        + (f", 95% CI {ci[0]:.2f}-{ci[1]:.2f}" if ci else "") + f", binomial p {f(signal.p_value, '.3g')} vs chance 0.5)",
+        f"  position bias: mean P(first option) {f(signal.position_bias)}; option mass P(A)+P(B) {f(signal.option_mass)}",
+        f"  debiased labels P(first better): quantiles {', '.join(f'{q:.2f}' for q in signal.label_quantiles or ())}; "
+        f"histogram (0-1, 10 bins) {list(signal.label_histogram)}",
+    ]
+
+
 # ---------------------------------------------------------------------------------------------------- cai label
 
 
@@ -119,20 +150,28 @@ def label_command(
     target: Optional[str] = typer.Option(None, "--target", "-t", help="packaged target name or .toml path [default: smollm2-cpu]"),
     out: Path = typer.Option(Path("runs/rlaif"), "--out", help="output directory (preferences.jsonl is written there)"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="prompts per generation batch [default: the target's]"),
+    label_source: str = typer.Option("auto", "--label-source", help="auto (by the feedback model's measured signal), feedback or policy (the constitution's policy score)"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
 ) -> None:
-    """Sample two responses per prompt and label which is better with the constitution (RL-CAI feedback)."""
-    from cai_dsl.run.feedback import load_prompts, run_label
+    """Sample two responses per prompt and label which is better: the feedback model when it has signal,
+    else the constitution's policy score (docs/rlaif.md)."""
+    from cai_dsl.run.feedback import SignalRule, label_pairs, load_prompts
 
     _positive("label", "--limit", limit)
     _positive("label", "--batch-size", batch_size)
+    if label_source not in ("auto", "feedback", "policy"):
+        _fail("label", f"--label-source must be auto, feedback or policy, not `{label_source}`")
     adapter = _adapter("label", policy, "--policy")
     program = _compile("label", path, deployment, target)
+    scorer = _policy_scorer("label", path, deployment)
     items = load_prompts(prompts, split=None if prompts else "train")
-    summary = run_label(program, out, items, policy_adapter=adapter, limit=limit, batch_size=batch_size, show_progress=not quiet)
+    summary = label_pairs(program, scorer, out, items, signal_rule=SignalRule(source=label_source), policy_adapter=adapter,
+                          limit=limit, batch_size=batch_size, show_progress=not quiet)
     rate = f", {summary.pairs_per_second:.2f} pairs/s" if summary.new else ""
     print(f"labelled {summary.new} new pair(s) ({summary.records} in the file) in {summary.seconds:.1f} s{rate}; "
-          f"mean confidence {summary.mean_confidence:.3f}: {summary.path}")
+          f"mean confidence {summary.mean_confidence:.3f}; {summary.no_signal} no-signal label(s) (p = 0.5): {summary.path}")
+    for line in signal_lines(summary.signal):
+        print(line)
 
 
 # ---------------------------------------------------------------------------------------------------- cai rl
@@ -142,11 +181,13 @@ def label_command(
 def rl_command(
     path: str = typer.Argument(..., help="the `.const` file"),
     deployment: str = typer.Option(..., "--deployment", "-d"),
-    algo: str = typer.Option("ppo", "--algo", help="ppo (preference model + PPO) or dpo (trl's DPOTrainer)"),
+    algo: str = typer.Option("ppo", "--algo", help="ppo (our PPO: policy score and/or preference model), dpo (trl's DPOTrainer on the labels) or grpo (trl's GRPOTrainer on the policy score)"),
     preferences: Optional[str] = typer.Option(None, "--preferences", help="labelled pairs [default: OUT/preferences.jsonl]"),
+    prompts: Optional[str] = typer.Option(None, "--prompts", help="rollout prompts JSONL ({id, prompt, scenario}) for ppo/grpo [default: the packaged train split (ppo: the labelled ones)]"),
     policy: Optional[str] = typer.Option(None, "--policy", help="start from this LoRA adapter (the SL-CAI policy); it is also the KL reference"),
-    steps: Optional[int] = typer.Option(None, "--steps", help="PPO steps / DPO optimizer steps [default: from the target]"),
-    out: Path = typer.Option(Path("runs/rlaif"), "--out", help="run directory (pm/, ppo/ or dpo/ are written there)"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="PPO/GRPO steps, DPO optimizer steps [default: from the target]"),
+    reward: str = typer.Option("auto", "--reward", help="PPO reward: auto (policy score, + PM when it beats a constant), policy, pm or policy+pm"),
+    out: Path = typer.Option(Path("runs/rlaif"), "--out", help="run directory (pm/, ppo/, dpo/ or grpo/ are written there)"),
     target: Optional[str] = typer.Option(None, "--target", "-t"),
     human: Optional[str] = typer.Option(None, "--human-preferences", help="human preference pairs (TRL JSONL) mixed with the AI labels (hybrid RLHF + CAI)"),
     human_fraction: float = typer.Option(0.5, "--human-fraction", help="share of human pairs in the training mix (with --human-preferences)"),
@@ -154,25 +195,31 @@ def rl_command(
     pm: Optional[str] = typer.Option(None, "--pm", help="use this trained preference model instead of training one"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
 ) -> None:
-    """RL from AI feedback: PPO against a preference model trained on the labels, or DPO on them."""
-    from cai_dsl.run.feedback import PromptItem
+    """RL from AI feedback: PPO (policy score and/or a preference model), DPO on the labels, or GRPO."""
+    from cai_dsl.run.feedback import load_prompts
+    from cai_dsl.run.train.ppo_reward import REWARD_MODES
     from cai_dsl.run.train.reward_model import load_pairs, mix_pairs
 
-    if algo not in ("ppo", "dpo"):
-        _fail("rl", f"--algo must be ppo or dpo, not `{algo}`")
+    if algo not in ("ppo", "dpo", "grpo"):
+        _fail("rl", f"--algo must be ppo, dpo or grpo, not `{algo}`")
+    if reward not in REWARD_MODES:
+        _fail("rl", f"--reward must be one of {', '.join(REWARD_MODES)}, not `{reward}`")
     _positive("rl", "--steps", steps)
     _positive("rl", "--pm-steps", pm_steps)
     if not 0.0 <= human_fraction <= 1.0:
         _fail("rl", "--human-fraction must be between 0 and 1")
     adapter = _adapter("rl", policy, "--policy")
     pref_path = Path(preferences) if preferences else out / "preferences.jsonl"
-    if not pref_path.is_file():
+    required = algo == "dpo" or (algo == "ppo" and reward in ("pm", "policy+pm") and not pm)
+    if required and not pref_path.is_file():
         _fail("rl", f"{pref_path}: no preference file (run `cai label ... --out {out}` first, or pass --preferences)")
     program = _compile("rl", path, deployment, target)
-    pairs = load_pairs(pref_path, source="ai")
-    if human:
-        pairs = mix_pairs(pairs, load_pairs(human, source="human"), human_fraction, seed=program.provenance.seed)
     log = (lambda m: None) if quiet else (lambda m: print(m, file=sys.stderr))
+    pairs = []
+    if algo != "grpo" and pref_path.is_file():
+        pairs = load_pairs(pref_path, source="ai")
+        if human:
+            pairs = mix_pairs(pairs, load_pairs(human, source="human"), human_fraction, seed=program.provenance.seed)
     if algo == "dpo":
         from cai_dsl.run.train.dpo import run_dpo
 
@@ -181,38 +228,55 @@ def rl_command(
         print(f"DPO: {result.steps} steps on {result.pairs} pairs, last loss {last if last is None else round(float(last), 4)}; "
               f"policy adapter: {result.policy}")
         return
-    from cai_dsl.run.train.ppo import PPOConfig, run_ppo
+    scorer = _policy_scorer("rl", path, deployment)
+    items = load_prompts(prompts, split=None if prompts else "train")
+    if algo == "grpo":
+        from cai_dsl.run.train.grpo import GRPOSettings, run_grpo
+
+        settings = GRPOSettings.from_program(program, steps=steps)
+        g = run_grpo(program, out / "grpo", items, policy_scorer=scorer, settings=settings, policy_adapter=adapter,
+                     show_progress=not quiet, log=log)
+        rewards = [m["reward"] for m in g.metrics if "reward" in m]
+        trend = f"reward {rewards[0]:.3f} -> {rewards[-1]:.3f}, " if rewards else ""
+        print(f"GRPO: {g.steps} steps, {settings.completions_per_step} completions per step; {trend}"
+              f"metrics: {g.out_dir / 'metrics.jsonl'}; policy adapter: {g.policy}")
+        return
+    _rl_ppo(program, out, items, pairs, scorer, adapter, steps, reward, pm, pm_steps, quiet, log)
+
+
+def _rl_ppo(program, out, items, pairs, scorer, adapter, steps, reward, pm, pm_steps, quiet, log) -> None:
+    """`cai rl --algo ppo`: the preference model (trained on the labels, or --pm), then PPO."""
     from cai_dsl.run.prompts import PromptRenderer
+    from cai_dsl.run.train.ppo import PPOConfig, run_ppo
     from cai_dsl.run.train.reward_model import train_preference_model
 
+    pm_dir = None
     if pm:
         pm_dir = Path(pm)
         if not (pm_dir / "pm.json").is_file():
             _fail("rl", f"--pm {pm}: not a preference model directory (no pm.json)")
-    else:
+    elif pairs and reward != "policy":
         rm = program.run.reward_model
         result = train_preference_model(
             pairs, out / "pm", base_spec=rm.base or program.run.models.policy, params=rm, renderer=PromptRenderer.of(program), max_steps=pm_steps,
             seed=program.provenance.seed, device=program.run.device, dtype=program.run.dtype, show_progress=not quiet, log=log,
         )
         pm_dir = result.path
-        acc = f"{result.accuracy:.3f}" if result.accuracy is not None else "n/a"
-        print(f"preference model: {result.train_pairs} train pairs ({result.human_pairs} human), held-out accuracy {acc} "
-              f"on {result.eval_pairs} pairs{' (reused)' if result.reused else ''}: {pm_dir}")
-    seen: dict[str, PromptItem] = {}
-    for p in pairs:
-        if isinstance(p.conversation, str) and p.source == "ai":
-            seen.setdefault(p.id, PromptItem(id=p.id, prompt=p.conversation))
-    if not seen:
-        seen = {p.id: PromptItem(id=p.id, prompt=p.conversation) for p in pairs if isinstance(p.conversation, str)}
-    config = PPOConfig.from_program(program, steps=steps)
-    ppo = run_ppo(program, out / "ppo", list(seen.values()), pm_dir=pm_dir, config=config, policy_adapter=adapter,
-                  show_progress=not quiet, log=log)
+        print(f"preference model: {result.train_pairs} train pairs ({result.human_pairs} human); {result.verdict}"
+              f"{' (reused)' if result.reused else ''}: {pm_dir}")
+    labelled = {p.id for p in pairs if p.source == "ai"}
+    rollout = [it for it in items if it.id in labelled] or items
+    config = PPOConfig.from_program(program, steps=steps, reward=reward)
+    ppo = run_ppo(program, out / "ppo", rollout, pm_dir=pm_dir, config=config, policy_adapter=adapter,
+                  policy_scorer=scorer, show_progress=not quiet, log=log)
     if ppo.metrics:
         first, last = ppo.metrics[0], ppo.metrics[-1]
-        print(f"PPO: {ppo.steps} steps; reward {first['reward']:.3f} -> {last['reward']:.3f}, KL {last['kl']:.3f}; "
-              f"metrics: {ppo.out_dir / 'metrics.jsonl'}")
-    print(f"policy adapter: {ppo.policy}" if ppo.steps >= config.steps else f"stopped after step {ppo.steps}; rerun to resume")
+        print(f"PPO ({ppo.reward} reward, {config.rollout_batch_size} rollouts/step): {ppo.steps} steps; reward "
+              f"{first['reward']:.3f} -> {last['reward']:.3f}, KL {last['kl']:.3f}, degenerate rollouts "
+              f"{last.get('degenerate_rate', 0):.0%}; metrics: {ppo.out_dir / 'metrics.jsonl'}")
+    if ppo.stopped:
+        print(f"stopped early after step {ppo.steps} ({ppo.stopped}: mean KL above kl_target {config.kl_target})")
+    print(f"policy adapter: {ppo.policy}" if ppo.finished else f"stopped after step {ppo.steps}; rerun to resume")
 
 
 # ---------------------------------------------------------------------------------------------------- cai eval
@@ -261,35 +325,60 @@ def eval_feedback_command(
 
 @_guarded("eval models")
 def eval_models_command(
-    constitution: str = typer.Option(..., "--constitution", help="the `.const` file whose comparison program judges"),
+    constitution: str = typer.Option(..., "--constitution", help="the `.const` file whose policy and comparison program judge"),
     deployment: str = typer.Option(..., "--deployment", "-d"),
     sl: Optional[str] = typer.Option(None, "--sl", help="the SL-CAI LoRA adapter"),
     rl: Optional[str] = typer.Option(None, "--rl", help="the RL-CAI LoRA adapter (e.g. OUT/ppo/policy)"),
-    limit: int = typer.Option(8, "--limit", help="held-out prompts per set (red-team and helpful)"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="held-out prompts per set (red team, benign look-alikes) [default: all]"),
+    helpful: int = typer.Option(0, "--helpful", help="also held-out helpful prompts (over-refusal), up to N"),
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens", help="greedy tokens per answer"),
+    compare: int = typer.Option(8, "--compare", help="prompts per set judged pairwise by the comparison program (0: no win rate)"),
+    judge: bool = typer.Option(True, "--judge/--no-judge", help="also score the behaviors' judge questions (independent of the markers)"),
     target: Optional[str] = typer.Option(None, "--target", "-t"),
     out: Optional[Path] = typer.Option(None, "--out", help="run directory: results go to OUT/eval/ (resumable) for `cai report`"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
 ) -> None:
-    """Base vs SL vs RL: harmlessness and helpfulness win rates and Elo, refusal rate on benign prompts."""
-    from cai_dsl.run.evaluation import evaluate_models
+    """Base vs SL vs RL on held-out prompts: harmful compliance, refusal, over-refusal, degeneration (n, 95% intervals,
+    paired McNemar tests), an independent judge with its agreement, and the comparison-program win rate."""
+    from cai_dsl.cli.pipeline import print_effect
+    from cai_dsl.pipeline.effect import effect_stage, policy_scorer
+    from cai_dsl.run.eval import EvalOptions, SetLimits
 
     _positive("eval models", "--limit", limit)
+    _positive("eval models", "--max-new-tokens", max_new_tokens)
+    if helpful < 0 or compare < 0:
+        _fail("eval models", "--helpful and --compare must be at least 0")
     sl_dir, rl_dir = _adapter("eval models", sl, "--sl"), _adapter("eval models", rl, "--rl")
     if sl_dir is None and rl_dir is None:
         _fail("eval models", "give --sl and/or --rl: there is nothing to compare the base model with")
     program = _compile("eval models", constitution, deployment, target)
-    report = evaluate_models(program, sl_adapter=sl_dir, rl_adapter=rl_dir, limit=limit,
-                             out_dir=out / "eval" if out else None, show_progress=not quiet)
-    print(f"{'model':>6}  {'harmless Elo':>12}  {'win':>5}  {'helpful Elo':>11}  {'win':>5}  refusals on benign prompts")
-    for name, m in report["models"].items():
-        h, u = m["harmlessness"], m["helpfulness"]
-        print(f"{name:>6}  {h['elo']:12.0f}  {h['win_rate'] or 0:5.2f}  {u['elo']:11.0f}  {u['win_rate'] or 0:5.2f}  "
-              f"{(m['refusal_rate_benign'] or 0):.0%}")
-    for s, info in report["principles"].items():
-        if not info["tagged"]:
-            print(f"note: {s} judged with every compare principle (none is tagged for it)")
+    options = EvalOptions(
+        limits=SetLimits(red_team=limit, benign=limit, helpful=helpful), max_new_tokens=max_new_tokens,
+        judge_behaviors=EvalOptions().judge_behaviors if judge else (), compare_prompts=compare,
+    )
+    effect = effect_stage(
+        program, policy_scorer(constitution, deployment), out / "eval" if out else None, sl_adapter=sl_dir,
+        rl_adapter=rl_dir, options=options, feedback_signal=_feedback_signal(out), show_progress=not quiet,
+    )
+    print_effect(effect, indent="")
     if out:
-        print(f"results: {out / 'eval' / 'models.json'}")
+        print(f"results: {effect.path}")
+
+
+def _feedback_signal(run: Optional[Path]) -> Optional[bool]:
+    """The labelling run's verdict on the feedback model (``RUN/labels.json``), if there is one."""
+    import json
+
+    from cai_dsl.run.feedback import LABELS_MANIFEST
+
+    if run is None or not (run / LABELS_MANIFEST).is_file():
+        return None
+    try:
+        signal = json.loads((run / LABELS_MANIFEST).read_text(encoding="utf-8")).get("signal") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    value = signal.get("has_signal") if isinstance(signal, dict) else None
+    return value if isinstance(value, bool) else None
 
 
 # ---------------------------------------------------------------------------------------------------- cai report

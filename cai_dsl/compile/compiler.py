@@ -71,6 +71,12 @@ def _text(t: ast.Text | None) -> str | None:
     return t.value if t is not None else None
 
 
+def _facet_dict(f: ast.Facet) -> dict:
+    if f.bounds is not None:
+        return {"name": f.name.name, "ordered": False, "bounds": [f.bounds.low.value, f.bounds.high.value]}
+    return {"name": f.name.name, "values": [v.name for v in f.values], "ordered": f.ordered}
+
+
 def _settings_value(deployment: ResolvedDeployment, key: str, target_value: Any) -> Any:
     """An explicit `set` wins over the target's value; else the target's."""
     if key in deployment.setting_spans:
@@ -205,7 +211,7 @@ class _Builder:
         )
 
         # -- facets, assumptions, conflicts
-        facets = [{"name": f.name.name, "values": [v.name for v in f.values], "ordered": f.ordered} for f in c.facets.values()]
+        facets = [_facet_dict(f) for f in c.facets.values()]
         assumptions = []
         for k, a in enumerate(d.assumptions):
             assumptions.append({"when": expr_text(a), "condition": cond_dict(a)})
@@ -236,7 +242,7 @@ class _Builder:
                     used |= facets_in(b.condition)
         questions = []
         for name, facet in c.facets.items():
-            if name not in used:
+            if name not in used or facet.bounds is not None:  # a number facet comes from scenario tags only
                 continue
             allowed = allowed_values(facet, d.assumptions)
             values = ", ".join(allowed)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Literal, Mapping
 
-from cai_dsl.compile.base import Compact, Frozen
+from cai_dsl.compile.base import Compact
+from cai_dsl.lang import ast
 
 __all__ = ["Cond", "CondOp", "FacetIR", "eval_cond"]
 
@@ -15,13 +16,14 @@ CondOp = Literal["true", "false", "==", "!=", "<", "<=", ">", ">=", "in", "not i
 class Cond(Compact):
     """A compact, span-free condition tree over facets.
 
-    ``true``/``false``; ``facet OP value`` (``==``, ``!=``, ``<``...); ``facet in values`` /
-    ``not in``; ``and``/``or`` over ``args``; ``not`` over ``args[0]``.
+    ``true``/``false``; ``facet OP value`` (``==``, ``!=``, ``<``...; ``value`` a value name,
+    or a whole number for a number facet); ``facet in values`` / ``not in``; ``and``/``or``
+    over ``args``; ``not`` over ``args[0]``.
     """
 
     op: CondOp
     facet: str | None = None
-    value: str | None = None
+    value: str | int | None = None
     values: tuple[str, ...] = ()
     args: tuple["Cond", ...] = ()
 
@@ -39,10 +41,26 @@ class Cond(Compact):
 Cond.model_rebuild()
 
 
-class FacetIR(Frozen):
+class FacetIR(Compact):
+    """A facet: its value names (low to high when ``ordered``), or, for a number facet, no
+    values and ``bounds`` (the lowest and highest whole number, both included)."""
+
     name: str
-    values: tuple[str, ...]
+    values: tuple[str, ...] = ()
     ordered: bool = False
+    bounds: tuple[int, int] | None = None
+
+
+def _number(value: object) -> int | None:
+    """A scenario's value of a number facet (a number, or a string of one), or None if it is not one."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        return None
 
 
 def eval_cond(cond: Cond | None, scenario: Mapping[str, str | None], facets: Mapping[str, FacetIR]) -> bool | None:
@@ -81,6 +99,11 @@ def eval_cond(cond: Cond | None, scenario: Mapping[str, str | None], facets: Map
     actual = scenario.get(cond.facet or "")
     if actual is None:
         return None
+    if isinstance(cond.value, int):  # a number facet
+        number = _number(actual)
+        if number is None:
+            return None
+        return ast.NUMBER_COMPARATORS[op](number, cond.value)
     if op == "in":
         return actual in cond.values
     if op == "not in":

@@ -15,12 +15,17 @@ def to_cond(expr) -> Cond:
     if isinstance(expr, ast.BoolLiteral):
         return Cond(op="true" if expr.value else "false")
     if isinstance(expr, ast.Comparison):
-        return Cond(op=expr.op, facet=expr.facet.name, value=expr.value.name)
+        return Cond(op=expr.op, facet=expr.facet.name, value=_right(expr))
     if isinstance(expr, ast.Membership):
         return Cond(op="not in" if expr.negated else "in", facet=expr.facet.name, values=tuple(v.name for v in expr.values))
     if isinstance(expr, ast.Not):
         return Cond(op="not", args=(to_cond(expr.operand),))
     return Cond(op="or" if isinstance(expr, ast.Or) else "and", args=tuple(to_cond(o) for o in expr.operands))
+
+
+def _right(expr: ast.Comparison) -> str | int:
+    """The right side of a comparison in the IR: a value name, or a number facet's number."""
+    return expr.value.value if isinstance(expr.value, ast.Number) else expr.value.name
 
 
 def cond_dict(expr, facets: set[str] | None = None) -> dict:
@@ -29,7 +34,7 @@ def cond_dict(expr, facets: set[str] | None = None) -> dict:
     if isinstance(expr, ast.Comparison):
         if facets is not None:
             facets.add(expr.facet.name)
-        return {"op": expr.op, "facet": expr.facet.name, "value": expr.value.name}
+        return {"op": expr.op, "facet": expr.facet.name, "value": _right(expr)}
     if isinstance(expr, ast.Membership):
         if facets is not None:
             facets.add(expr.facet.name)

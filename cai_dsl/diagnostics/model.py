@@ -41,7 +41,7 @@ class Diagnostic(BaseModel):
     help: str | None = None
     deployment: str | None = None
     principles: tuple[str, ...] = ()
-    witness: dict[str, str] | None = None
+    witness: dict[str, str | int] | None = None  # facet -> value name, or a number facet's number
 
     @property
     def is_error(self) -> bool:
@@ -102,7 +102,7 @@ class Rule:
         related: Iterable[Related] = (),
         deployment: str | None = None,
         principles: Iterable[str] = (),
-        witness: Mapping[str, str] | None = None,
+        witness: Mapping[str, str | int] | None = None,
         severity: Severity | None = None,
     ) -> Diagnostic:
         return Diagnostic(

@@ -56,6 +56,7 @@ DUPLICATE_FIELD = _syntax("CAI006", "duplicate-field", "error", "A field is give
 UNREADABLE_FILE = _syntax("CAI007", "unreadable-file", "error", "A file cannot be read.")
 INVALID_NAME = _syntax("CAI008", "invalid-name", "error", "A dotted name is used where a simple name is required.")
 FILE_TOO_LARGE = _syntax("CAI009", "file-too-large", "error", "A file exceeds the size the parser accepts.")
+BIDI_CONTROL = _syntax("CAI010", "bidi-control", "error", "A bidirectional control character (Trojan Source) in the file.")
 
 # -- names and resolution
 IMPORT_NOT_FOUND = _names("CAI101", "import-not-found", "error", "An imported file does not exist.")
@@ -86,6 +87,8 @@ INVALID_PATTERN = _names("CAI121", "invalid-pattern", "error", "A behavior's mar
 INVALID_AUTHORITY = _names("CAI122", "invalid-authority", "error", "Two different `authority` declarations, a level listed twice, or a final principle with an `authority`.")
 UNDEFINED_AUTHORITY_LEVEL = _names("CAI123", "undefined-authority-level", "error", "An `authority` names a level the declaration does not list.")
 AUTHORITY_VIOLATION = _names("CAI124", "authority-violation", "error", "A deployment changes a principle its level may not change (final, locked or higher-level).", scope="deployment")
+NUMBER_OUT_OF_RANGE = _names("CAI125", "number-out-of-range", "error", "A number compared with a number facet lies outside the facet's range.")
+FACET_KIND_MISMATCH = _names("CAI126", "facet-kind-mismatch", "error", "A number facet compared with a value name or used with `in {...}`, or a symbolic facet compared with a number.")
 IMPORT_OUTSIDE_PROJECT = _names(
     "CAI130", "import-outside-project", "error", "An import names a file outside the project, or not a `.const` file."
 )
@@ -117,6 +120,7 @@ NO_PROMPT_FORMS = _operational("CAI308", "no-prompt-forms", "warning", "A princi
 EMPIRICAL_INCONSISTENCY = _operational("CAI309", "empirical-inconsistency", "warning", "The model cannot evaluate a compare principle consistently.", scope="deployment")
 UNOBSERVABLE_BEHAVIOR = _operational("CAI310", "unobservable-behavior", "warning", "A behavior a principle uses has no marker, pattern or judge question.")
 JUDGE_NOT_A_QUESTION = _operational("CAI311", "judge-not-a-question", "warning", "A behavior's judge text is not a yes/no question.")
+NEAR_DUPLICATE = _operational("CAI312", "near-duplicate-principle", "warning", "Two principles' prompts are near-identical.")
 
 # -- tests and properties
 TEST_FAILED = _tests("CAI401", "test-failed", "error", "A test's expectation does not hold.")

@@ -8,7 +8,9 @@ loads back into the same models.
 
 from __future__ import annotations
 
-from typing import Annotated, Callable, Iterator, Literal, TypeVar, Union
+import operator
+from types import MappingProxyType
+from typing import Annotated, Callable, Iterator, Literal, Mapping, TypeVar, Union
 
 T = TypeVar("T")
 
@@ -51,13 +53,32 @@ class BoolLiteral(Node):
     value: bool
 
 
+class Number(Node):
+    """A whole number: the right side of a comparison with a number facet, or a range bound."""
+
+    kind: Literal["number"] = "number"
+    value: int
+
+
+#: What each comparison operator means between numbers (number facets).
+NUMBER_COMPARATORS: Mapping[str, Callable[[int, int], bool]] = MappingProxyType(
+    {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+)
+
+
 class Comparison(Node):
-    """``facet OP value`` where OP is one of == != < <= > >=."""
+    """``facet OP value`` where OP is one of == != < <= > >=; ``value`` is a facet value
+    (:class:`Ident`) or, for a number facet, a :class:`Number`."""
 
     kind: Literal["comparison"] = "comparison"
     facet: Ident
     op: Literal["==", "!=", "<", "<=", ">", ">="]
-    value: Ident
+    value: Annotated[Union[Ident, Number], Field(discriminator="kind")]
+
+    @property
+    def number(self) -> int | None:
+        """The compared number, or None when the right side is a facet value."""
+        return self.value.value if isinstance(self.value, Number) else None
 
 
 class Membership(Node):
@@ -139,13 +160,27 @@ class Import(Node):
     path: Text
 
 
+class NumberRange(Node):
+    """``number [low .. high]``: the whole numbers from ``low`` to ``high``, both included."""
+
+    kind: Literal["range"] = "range"
+    low: Number
+    high: Number
+
+
 class Facet(Node):
-    """A scenario dimension; ``ordered`` facets list their values low to high."""
+    """A scenario dimension; ``ordered`` facets list their values low to high. A number
+    facet has a ``bounds`` range instead of values (``values`` is empty)."""
 
     kind: Literal["facet"] = "facet"
     name: Ident
-    values: tuple[Ident, ...]
+    values: tuple[Ident, ...] = ()
     ordered: bool = False
+    bounds: NumberRange | None = None
+
+    @property
+    def is_number(self) -> bool:
+        return self.bounds is not None
 
 
 class Observe(Node):

@@ -11,6 +11,11 @@ from cai_dsl.lang import ast
 from cai_dsl.lang.grammar import span_of
 from cai_dsl.lang.strings import long_string_value, unescape
 
+#: The largest ``weight``: weights are summed and averaged, so they must stay far from float overflow.
+MAX_WEIGHT = 1e6
+#: The largest number (in size) a number facet takes: exact in JSON (IEEE doubles) and in z3.
+MAX_NUMBER = 2**53 - 1
+
 
 class AstBuilder:
     """Parse tree -> AST; collects non-fatal diagnostics in ``self.diagnostics``.
@@ -97,9 +102,44 @@ class AstBuilder:
     def ordered_values(self, meta, children):
         return (True, [self._simple(t, "facet value") for t in children])
 
+    def number_range(self, meta, children):
+        word, low, high = children
+        if str(word) != "number":
+            self.diagnostics.append(
+                rules.INVALID_LITERAL(
+                    f"expected `number [LOW .. HIGH]`, not `{word}`", span_of(self.path, word), help="e.g. number [0 .. 100]"
+                )
+            )
+        bounds = ast.NumberRange(low=self._number(low), high=self._number(high), span=self._s(meta))
+        if bounds.low.value > bounds.high.value:
+            self.diagnostics.append(
+                rules.INVALID_LITERAL(
+                    f"empty range: {bounds.low.value} is above {bounds.high.value}", bounds.span, help="write the lower bound first"
+                )
+            )
+        return (False, bounds)
+
     def facet(self, meta, children):
         name, (ordered, values) = children
+        if isinstance(values, ast.NumberRange):
+            return ast.Facet(name=self._simple(name, "facet"), bounds=values, span=self._s(meta))
         return ast.Facet(name=self._simple(name, "facet"), values=tuple(values), ordered=ordered, span=self._s(meta))
+
+    def _number(self, token: Token) -> ast.Number:
+        """A whole number of a number facet (a range bound, or the right side of a comparison)."""
+        span = span_of(self.path, token)
+        text = str(token)
+        if re.fullmatch(r"[+-]?\d+", text) is None or abs(int(text)) > MAX_NUMBER:
+            self.diagnostics.append(
+                rules.INVALID_LITERAL(
+                    f"number facets take whole numbers up to {MAX_NUMBER} in size, not `{text}`",
+                    span,
+                    help="scale the facet (e.g. cents instead of dollars)",
+                )
+            )
+            value = float(text)
+            return ast.Number(value=int(value) if abs(value) <= MAX_NUMBER else 0, span=span)
+        return ast.Number(value=int(text), span=span)
 
     def behavior(self, meta, children):
         name, description, observe = children
@@ -153,7 +193,16 @@ class AstBuilder:
 
     def weight(self, meta, children):
         token = children[0]
-        return ("weight", ast.Weight(value=float(token), literal=str(token), span=self._s(meta)))
+        weight = ast.Weight(value=float(token), literal=str(token), span=self._s(meta))
+        if not 0 <= weight.value <= MAX_WEIGHT:  # also NaN; beyond it a sum of weights overflows
+            self.diagnostics.append(
+                rules.INVALID_LITERAL(
+                    f"weight must be a number from 0 to {MAX_WEIGHT:g}, not {weight.literal}",
+                    weight.span,
+                    help="weights are relative: scale them down together",
+                )
+            )
+        return ("weight", weight)
 
     def tags(self, meta, children):
         return ("tags", ast.Tags(names=tuple(self._simple(t, "tag") for t in children), span=self._s(meta)))
@@ -382,7 +431,8 @@ class AstBuilder:
 
     def comparison(self, meta, children):
         facet, op, value = children
-        return ast.Comparison(facet=self._ident(facet), op=op, value=self._ident(value), span=self._s(meta))
+        right = self._number(value) if value.type == "NUMBER" else self._ident(value)
+        return ast.Comparison(facet=self._ident(facet), op=op, value=right, span=self._s(meta))
 
     def value_set(self, meta, children):
         return tuple(self._ident(t) for t in children)

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Iterable, TextIO
 
 from cai_dsl.core.files import write_atomic
-from cai_dsl.diagnostics import Diagnostic, rules
+from cai_dsl.diagnostics import Diagnostic
 from cai_dsl.diagnostics.render import render_text
 from cai_dsl.lang import ast
-from cai_dsl.lang.parser import decode_source, parse_text
+from cai_dsl.lang.parser import parse_text, read_source
 from cai_dsl.lang.printer import format_ast
 
 __all__ = ["FormatResult", "FormatterBug", "collect_const_files", "fmt_paths", "format_text", "unified_diff", "verify"]
@@ -123,15 +123,21 @@ _SKIP_DIRS = frozenset({"__pycache__", "node_modules"})
 
 def collect_const_files(paths: Iterable[str]) -> list[str]:
     """Files named on the command line, plus every ``*.const`` under named directories
-    (sorted; hidden directories are skipped). Missing paths are kept, to be reported."""
+    (sorted; hidden directories and symlinks to files outside the directory are skipped).
+    Missing paths are kept, to be reported."""
     found: list[str] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
             walked = []
+            inside = os.path.realpath(path)
             for root, dirs, files in os.walk(path):
                 dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _SKIP_DIRS)
-                walked.extend(os.path.join(root, f) for f in files if f.endswith(".const"))
+                for f in files:
+                    # a symlink to a file outside the directory is not the directory's to rewrite
+                    real = os.path.realpath(os.path.join(root, f))
+                    if f.endswith(".const") and (real == inside or real.startswith(inside.rstrip(os.sep) + os.sep)):
+                        walked.append(os.path.join(root, f))
             found.extend(sorted(walked))
         else:
             found.append(str(path))
@@ -145,6 +151,11 @@ def unified_diff(before: str, after: str, path: str) -> str:
     for line in difflib.unified_diff(before.splitlines(True), after.splitlines(True), path, path):
         out.append(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n")
     return "".join(out)
+
+
+def _has_bom(path: str) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(3) == b"\xef\xbb\xbf"
 
 
 def _plural(n: int) -> str:
@@ -168,14 +179,7 @@ def fmt_paths(
     write = not (check or diff)
     changed = unchanged = errors = bugs = 0
     for path in collect_const_files(paths):
-        try:
-            data = Path(path).read_bytes()
-        except OSError as exc:
-            diag = rules.UNREADABLE_FILE(f"cannot read `{path}`: {exc.strerror or exc}", None)
-            stderr.write(render_text([diag], {}))
-            errors += 1
-            continue
-        text, diagnostics = decode_source(data, path)
+        text, diagnostics = read_source(path)  # regular files only, size checked before reading
         if text is None:
             stderr.write(render_text(diagnostics, {}))
             errors += 1
@@ -189,7 +193,7 @@ def fmt_paths(
             stderr.write(render_text(result.diagnostics, {path: text}))
             errors += 1
             continue
-        if data == result.output.encode("utf-8"):
+        if text == result.output and not _has_bom(path):
             unchanged += 1
             continue
         changed += 1

@@ -27,15 +27,21 @@ def load_closure(
     sources: dict[str, str] = {}
     diagnostics: list[Diagnostic] = []
     done: set[str] = set()
-    # a stack of (path, its chain of importers, the import naming it, in-memory text); children
-    # are pushed in reverse so that files load in the same depth-first order as a recursive walk
-    stack: list[tuple[str, tuple[str, ...], ast.Import | None, str | None]] = [(root, (), None, root_text)]
+    current: list[str] = []  # the chain of importers of the file being loaded
+    on_path: dict[str, int] = {}  # realpath -> its index in ``current``
+    # an explicit depth-first walk: ("enter", path, import, in-memory text) and ("exit", realpath) items;
+    # children are pushed in reverse so that files load in the same order as a recursive walk
+    stack: list[tuple] = [("enter", root, None, root_text)]
     while stack:
-        path, chain, via, text = stack.pop()
+        item = stack.pop()
+        if item[0] == "exit":
+            del on_path[item[1]]
+            current.pop()
+            continue
+        _, path, via, text = item
         k = os.path.realpath(path)
-        chain_keys = [os.path.realpath(p) for p in chain]
-        if k in chain_keys:
-            loop = [*chain[chain_keys.index(k) :], path]
+        if k in on_path:
+            loop = [*current[on_path[k] :], path]
             diagnostics.append(
                 rules.IMPORT_CYCLE(
                     "import cycle: " + " -> ".join(_shown(p) for p in loop),
@@ -48,7 +54,7 @@ def load_closure(
             continue
         done.add(k)
         if text is None and via is not None:
-            problem = _import_problem(project, path, chain, via)
+            problem = _import_problem(project, path, tuple(current), via)
             if problem is not None:
                 diagnostics.append(problem)
                 continue
@@ -58,11 +64,12 @@ def load_closure(
         if result.file is None:
             continue
         files[path] = result.file
-        children = []
-        for imp in result.file.imports:
+        on_path[k] = len(current)
+        current.append(path)
+        stack.append(("exit", k))
+        for imp in reversed(result.file.imports):
             target = os.path.normpath(os.path.join(os.path.dirname(path), imp.path.value))
-            children.append((target, (*chain, path), imp, overlay.get(target) if overlay else None))
-        stack.extend(reversed(children))
+            stack.append(("enter", target, imp, overlay.get(target) if overlay else None))
     # root first, then imports in load order
     ordered = {root: files[root]} if root in files else {}
     ordered.update(files)

@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lark.exceptions import UnexpectedInput
 
+from cai_dsl.core.files import read_limited
 from cai_dsl.diagnostics import Diagnostic, rules
 from cai_dsl.lang import ast
 from cai_dsl.lang.builder import AstBuilder
-from cai_dsl.core.files import read_limited
-from cai_dsl.lang.grammar import MAX_FILE_BYTES, grammar_text, lark_parser, point
+from cai_dsl.lang.grammar import MAX_FILE_BYTES, MAX_SYNTAX_ERRORS, grammar_text, lark_parser, point
 from cai_dsl.lang.strings import long_string_value, unescape
 from cai_dsl.lang.syntax_errors import syntax_errors, tree_too_deep
 
@@ -143,8 +144,46 @@ def extract_comments(text: str, path: str) -> tuple[ast.Comment, ...]:
     return tuple(comments)
 
 
+#: Bidirectional embedding, override and isolate controls: they make text display in another order
+#: than it parses (CVE-2021-42574, "Trojan Source"). Marks (U+200E/U+200F) stay allowed.
+_BIDI_RE = re.compile("[\u202a-\u202e\u2066-\u2069]")
+
+
+def bidi_controls(text: str, path: str) -> list[Diagnostic]:
+    """CAI010 for each line holding a bidirectional control character (named by code point)."""
+    out: list[Diagnostic] = []
+    line, counted_to = 1, 0
+    last_line = 0
+    for match in _BIDI_RE.finditer(text):
+        line += text.count("\n", counted_to, match.start())
+        counted_to = match.start()
+        if line == last_line:
+            continue
+        last_line = line
+        column = match.start() - (text.rfind("\n", 0, match.start()) + 1) + 1
+        out.append(
+            rules.BIDI_CONTROL(
+                f"bidirectional control character U+{ord(match.group()):04X} "
+                f"({unicodedata.name(match.group())}): the text displays in another order than it reads",
+                point(path, line, column),
+                help="remove it; write right-to-left text without embedding or override controls",
+            )
+        )
+        if len(out) >= MAX_SYNTAX_ERRORS:
+            break
+    return out
+
+
 def parse_text(text: str, path: str = "<string>") -> ParseResult:
     """Parse source text. Never raises for bad input: problems come back as diagnostics."""
+    result = _parse_text(text, path)
+    bidi = bidi_controls(text, path) if len(text) <= MAX_FILE_BYTES else []
+    if bidi:
+        result.diagnostics = [*bidi, *result.diagnostics]
+    return result
+
+
+def _parse_text(text: str, path: str) -> ParseResult:
     if len(text) > MAX_FILE_BYTES:
         return ParseResult(path, text, None, [_too_large(path, len(text.encode("utf-8", "surrogatepass")), MAX_FILE_BYTES)])
     try:

@@ -170,7 +170,8 @@ def format_expr(expr: ast.Node, min_prec: int = 0) -> str:
     elif isinstance(expr, ast.BoolLiteral):
         text = "true" if expr.value else "false"
     elif isinstance(expr, ast.Comparison):
-        text = f"{expr.facet.name} {expr.op} {expr.value.name}"
+        right = expr.value.name if isinstance(expr.value, ast.Ident) else str(expr.value.value)
+        text = f"{expr.facet.name} {expr.op} {right}"
     elif isinstance(expr, ast.Membership):
         keyword = "not in" if expr.negated else "in"
         text = f"{expr.facet.name} {keyword} {{{', '.join(v.name for v in expr.values)}}}"
@@ -370,6 +371,9 @@ class _Builder:
         if isinstance(item, ast.Import):
             return _Leaf("import " + format_string(item.path.value), item.span)
         if isinstance(item, ast.Facet):
+            if item.bounds is not None:
+                text = f"facet {item.name.name}: number [{item.bounds.low.value} .. {item.bounds.high.value}]"
+                return _Leaf(text, item.span)
             sep = " < " if item.ordered else " | "
             return _Leaf(f"facet {item.name.name}: {sep.join(v.name for v in item.values)}", item.span)
         if isinstance(item, ast.Behavior):

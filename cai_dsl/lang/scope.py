@@ -102,7 +102,10 @@ class NameChecker:
         for node in ast.iter_expr(expr):
             if isinstance(node, ast.Comparison):
                 facet = self._facet(node.facet)
-                if facet is not None:
+                if facet is not None and self._same_kind(facet, node):
+                    if facet.bounds is not None:
+                        self._in_range(facet, node.value)
+                        continue
                     self._value(facet, node.value)
                     if node.op not in ("==", "!=") and not facet.ordered:
                         self.diagnostics.append(
@@ -115,9 +118,47 @@ class NameChecker:
                         )
             elif isinstance(node, ast.Membership):
                 facet = self._facet(node.facet)
-                if facet is not None:
+                if facet is not None and self._same_kind(facet, node):
                     for v in node.values:
                         self._value(facet, v)
+
+    def _same_kind(self, facet: ast.Facet, node: ast.Comparison | ast.Membership) -> bool:
+        """Whether ``node`` treats ``facet`` as what it is (a number or a symbolic facet); CAI126 if not."""
+        name = facet.name.name
+        if isinstance(node, ast.Membership):
+            if facet.bounds is None:
+                return True
+            message, hint = f"`in {{...}}` needs a symbolic facet, but `{name}` is a number facet", (
+                f"compare it with numbers instead, e.g. `{name} >= LOW and {name} <= HIGH`"
+            )
+        elif (facet.bounds is not None) == isinstance(node.value, ast.Number):
+            return True
+        elif facet.bounds is not None:
+            message, hint = f"`{name}` is a number facet: compare it with a number, not `{node.value.name}`", (
+                f"its range is {facet.bounds.low.value} .. {facet.bounds.high.value}"
+            )
+        else:
+            message, hint = f"`{name}` is not a number facet: compare it with one of its values, not a number", (
+                f"values are: {', '.join(v.name for v in facet.values)}"
+            )
+        self.diagnostics.append(
+            rules.FACET_KIND_MISMATCH(
+                message, node.span, help=hint, related=[Related(span=facet.span, message="facet declared here")]
+            )
+        )
+        return False
+
+    def _in_range(self, facet: ast.Facet, value: ast.Number) -> None:
+        low, high = facet.bounds.low.value, facet.bounds.high.value
+        if not low <= value.value <= high:
+            self.diagnostics.append(
+                rules.NUMBER_OUT_OF_RANGE(
+                    f"{value.value} is outside the range of facet `{facet.name.name}` ({low} .. {high})",
+                    value.span,
+                    help="widen the facet's range, or compare with a number inside it",
+                    related=[Related(span=facet.span, message="facet declared here")],
+                )
+            )
 
     def _facet(self, ident: ast.Ident) -> ast.Facet | None:
         facet = self.scope.facets.get(ident.name)

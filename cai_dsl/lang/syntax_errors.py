@@ -4,6 +4,7 @@ error the parser resynchronises at the next top-level declaration to report more
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from lark import Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
@@ -122,6 +123,8 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str, path: str) -> Diagnostic
         if char == "=" and text[exc.pos_in_stream : exc.pos_in_stream + 2] != "==":
             return rules.SYNTAX_ERROR("unexpected `=`", span, help="compare values with `==`")
         shown = repr(char) if char.isprintable() and char.strip() else f"U+{ord(char):04X}" if char else "end of input"
+        if char and not char.isascii():  # a look-alike (Cyrillic `а` for `a`) must say which character it is
+            shown = f"{shown} (U+{ord(char):04X} {unicodedata.name(char, 'unnamed character')}; names are ASCII)"
         allowed = getattr(exc, "allowed", None) or set()
         expected = f"; expected {_describe_expected(set(allowed))}" if allowed else ""
         return rules.SYNTAX_ERROR(f"unexpected character {shown}{expected}", span)

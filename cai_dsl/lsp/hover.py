@@ -75,6 +75,8 @@ def _facet(c: Constitution, name: str, value: str | None = None) -> list[str]:
     domain = sep.join(v.name for v in f.values)
     head = f"**value** `{value}` of facet `{name}`" if value is not None else f"**facet** `{name}`"
     kind = "ordered, low to high" if f.ordered else "unordered"
+    if f.bounds is not None:
+        domain, kind = f"{f.bounds.low.value} .. {f.bounds.high.value}", "whole numbers"
     return [f"{head} ({_where(f.name.span, c.root)})", f"- values ({kind}): `{domain}`"]
 
 

@@ -129,7 +129,8 @@ class _Walker:
         for node in ast.iter_expr(expr):
             if isinstance(node, ast.Comparison):
                 self.add(("facet", node.facet.name), node.facet)
-                self.add(("value", node.facet.name, node.value.name), node.value)
+                if isinstance(node.value, ast.Ident):  # a number is not a declared value
+                    self.add(("value", node.facet.name, node.value.name), node.value)
             elif isinstance(node, ast.Membership):
                 self.add(("facet", node.facet.name), node.facet)
                 for v in node.values:

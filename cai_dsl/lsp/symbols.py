@@ -24,6 +24,8 @@ def _item_symbol(convert: Converter, item) -> types.DocumentSymbol | None:
     if isinstance(item, ast.Facet):
         values = [_symbol(convert, v.name, K.EnumMember, v, v) for v in item.values]
         detail = (" < " if item.ordered else " | ").join(v.name for v in item.values)
+        if item.bounds is not None:
+            detail = f"number [{item.bounds.low.value} .. {item.bounds.high.value}]"
         return _symbol(convert, item.name.name, K.Enum, item, item.name, detail, values)
     if isinstance(item, ast.Behavior):
         detail = item.description.value if item.description else None

@@ -47,6 +47,7 @@ __all__ = [
     "check_library",
     "compile_stage",
     "default_constitution",
+    "run_constitution",
     "sl_data",
     "sl_evaluate",
     "sl_finetune",
@@ -60,8 +61,15 @@ def stdlib_dir() -> Path:
 
 
 def default_constitution() -> Path:
-    """The constitution `cai run` compiles and trains on by default (the paper's)."""
+    """The paper's constitution (the default of `cai eval feedback`)."""
     return stdlib_dir() / "anthropic-2022.const"
+
+
+def run_constitution() -> Path:
+    """The constitution `cai run` compiles and trains on by default: the standard library's core, whose policy
+    forbids operational detail and requires refusals where the scenario calls for them (its observable behaviors
+    are what the gates, the rewards and the evaluation measure)."""
+    return stdlib_dir() / "harmless-helpful.const"
 
 
 # ---------------------------------------------------------------------------------------------- 1. check
@@ -144,13 +152,17 @@ def compile_stage(source: Path, deployment: str, target: str, out: Path) -> Comp
 
 @dataclass(frozen=True)
 class SLBudget:
-    """Sizes of the ``cai run`` SL-CAI stage (a smoke run of the pipeline, not training)."""
+    """Sizes of the ``cai run`` SL-CAI stage: ``prompts`` train-split prompts, of which ``helpful_fraction`` helpful
+    and ``lookalike_fraction`` benign look-alikes (answered, so SFT also learns not to refuse them), the rest red
+    team; ``held_out`` revised records kept out of SFT for the log-prob check."""
 
-    prompts: int = 16
+    prompts: int = 40
     held_out: int = 3
-    rounds: int = 2
+    rounds: int = 1
     max_new_tokens: int = 48
-    sft_steps: int = 12
+    sft_steps: int = 20
+    helpful_fraction: float = 0.2
+    lookalike_fraction: float = 0.2
 
 
 @dataclass(frozen=True)
@@ -191,7 +203,8 @@ def sl_data(
     job = prepare_job(source, deployment, target)
     program = job.program
     rounds = min(budget.rounds, program.critique_revision.rounds) if program.critique_revision.rounds else 0
-    items = sample_prompts(budget.prompts, seed=program.provenance.seed)
+    items = sample_prompts(budget.prompts, seed=program.provenance.seed, helpful_fraction=budget.helpful_fraction,
+                           lookalike_fraction=budget.lookalike_fraction)
     # one chunk, one batch per stage: the shared preamble runs once per stage (see BatchedGenerator)
     options = SLOptions(rounds=rounds, max_new_tokens=budget.max_new_tokens, batch_size=budget.prompts, chunk_size=budget.prompts)
     result = run_sl(job, items, Path(out), options=options, progress=progress)

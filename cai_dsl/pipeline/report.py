@@ -6,7 +6,10 @@ Reads what the RL-CAI commands wrote under ``DIR`` (any subset):
 * ``pm/pm.json``: the preference model's held-out accuracy;
 * ``ppo/metrics.jsonl`` (``cai rl --algo ppo``): reward, KL, entropy, clip fraction and value loss per step,
   sample rollouts; ``dpo/metrics.jsonl`` (``--algo dpo``): the DPO loss and reward margins;
-* ``eval/models.json`` (``cai eval models``): harmlessness vs helpfulness per model, refusal rates, examples;
+* ``eval/models.json`` (``cai eval models``): base -> SL -> RL rates with intervals and paired tests, the
+  independent judge and its agreement, the win rate (flagged without signal), degeneration, example answers;
+* ``labels.json`` (``cai label``): the feedback model's signal; ``sl-data.jsonl`` (here or in the parent directory,
+  ``cai sl``/``cai run``): gate acceptance per principle and rejected revisions with their reasons;
 * ``eval/feedback.json`` (``cai eval feedback --json``): feedback-model accuracy, calibration, position bias.
 
 Plots are inline SVG drawn here (matplotlib is not a dependency); the page has no external assets, scripts or
@@ -179,7 +182,7 @@ def _transcript(prompt: Any, responses: Sequence[tuple[str, str]]) -> str:
 # ---------------------------------------------------------------------------------------------------- sections
 
 
-def _labels_section(rows: list[dict]) -> str:
+def _labels_section(rows: list[dict], signal: dict | None = None) -> str:
     if not rows:
         return ""
     probs = [float(r.get("probability", 0.5)) for r in rows]
@@ -208,10 +211,22 @@ def _labels_section(rows: list[dict]) -> str:
         examples.append(_transcript(r.get("prompt", ""), [
             (f"chosen (p = {float(r.get('probability', 0)):.3f})", r.get("chosen", "")), ("rejected", r.get("rejected", ""))
         ]))
+    sources: dict[str, int] = {}
+    for r in rows:
+        sources[str(r.get("source", "feedback"))] = sources.get(str(r.get("source", "feedback")), 0) + 1
+    no_signal = sum(1 for r in rows if float(r.get("probability", 0.5)) == 0.5)
+    signal_html = ""
+    if signal:
+        verdict = "has signal" if signal.get("has_signal") else "<b>NO SIGNAL</b>"
+        signal_html = (f"<p>Feedback model: {verdict} ({_e(signal.get('reason', ''))}); order-consistency "
+                       f"{_fmt(signal.get('consistency'))} over {_e(signal.get('comparisons'))} comparisons, position bias "
+                       f"{_fmt(signal.get('position_bias'))}, option mass {_fmt(signal.get('option_mass'))}.</p>")
     return (
         "<h2>AI feedback labels</h2>"
         f"<p>{len(rows)} labelled pairs; mean confidence |2p - 1| = {conf:.3f}. The confidence of a label is how far "
-        "the feedback model's normalised option probability is from 0.5.</p>"
+        "the feedback model's normalised option probability is from 0.5. Label sources: "
+        f"{_e(', '.join(f'{v} {k}' for k, v in sorted(sources.items())))}; {no_signal} no-signal label(s) (p = 0.5).</p>"
+        + signal_html
         + histogram(probs, "P(chosen better)", lo=0.5, hi=1.0, xlabel="probability")
         + "<h3>Per principle</h3>"
         + _table(["principle", "uses", "mean confidence", "order-consistent", "position gap"], table_rows)
@@ -229,6 +244,7 @@ def _pm_section(meta: dict | None) -> str:
         "<h2>Preference model</h2>"
         + _table(["train pairs", "held-out pairs", "human pairs", "held-out accuracy", "held-out soft BCE", "steps"],
                  [[r.get("train_pairs"), r.get("eval_pairs"), r.get("human_pairs"), r.get("accuracy"), r.get("eval_loss"), r.get("steps")]])
+        + (f"<p{'' if r.get('better_than_constant') else ' class=warn'}>{_e(r['verdict'])}</p>" if r.get("verdict") else "")
     )
 
 
@@ -270,32 +286,101 @@ def _dpo_section(rows: list[dict]) -> str:
     return f"<h2>DPO</h2><p>{len(rows)} logged steps.</p>" + '<div class="grid">' + "".join(f"<div>{c}</div>" for c in charts) + "</div>"
 
 
+def _text_table(rows: Sequence[Sequence[str]]) -> str:
+    """A table of pre-formatted cells (first row: header); "not significant" cells greyed."""
+    head = "".join(f"<th>{_e(h)}</th>" for h in rows[0])
+    muted = ' class="muted"'
+    body = "".join(
+        "<tr>" + "".join(f"<td{muted if 'not significant' in c else ''}>{_e(c)}</td>" for c in row) + "</tr>"
+        for row in rows[1:]
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
 def _models_section(report: dict | None) -> str:
+    """``eval/models.json`` (:class:`~cai_dsl.run.eval.ModelsEvaluation`): the table base -> SL -> RL with
+    intervals and paired tests, the judge and its agreement, the win rate and its signal, degeneration."""
     if not report:
         return ""
-    models = report.get("models", {})
-    pts = [(n, (m.get("helpfulness") or {}).get("elo"), (m.get("harmlessness") or {}).get("elo")) for n, m in models.items()]
-    rows = [
-        [n, (m.get("harmlessness") or {}).get("elo"), (m.get("harmlessness") or {}).get("win_rate"),
-         (m.get("helpfulness") or {}).get("elo"), (m.get("helpfulness") or {}).get("win_rate"),
-         m.get("refusal_rate_benign"), m.get("refusal_rate_red_team")]
-        for n, m in models.items()
+    from pydantic import ValidationError
+
+    from cai_dsl.run.eval import ModelsEvaluation, effect_table, verdict
+
+    try:
+        ev = ModelsEvaluation.model_validate(report)
+    except ValidationError:
+        return "<h2>Held-out evaluation</h2><p class='muted'>eval/models.json is in an older format; rerun `cai eval models`.</p>"
+    v = verdict(ev)
+    sizes = ", ".join(f"{len(ids)} {name}" for name, ids in ev.sets.items())
+    parts = [
+        "<h2>Held-out evaluation: base -> SL -> RL</h2>",
+        f"<p>Held-out prompts only ({_e(sizes)}), greedy answers of {ev.max_new_tokens} new tokens. Rates with n and "
+        "95% Wilson intervals; differences by exact McNemar tests on the same prompts (p >= 0.05: not significant).</p>",
+        f"<p><b>{_e(v.line)}</b></p>",
+        "<h3>Policy metrics by the markers (the training signal)</h3>", _text_table(effect_table(ev)),
     ]
+    if ev.judge_behaviors:
+        parts.append(f"<h3>The same metrics by an independent judge</h3><p class='muted'>yes/no questions of "
+                     f"{_e(', '.join(ev.judge_behaviors))}, scored by the base model's log-probabilities in both phrasings "
+                     "(not the training signal).</p>")
+        parts.append(_text_table(effect_table(ev, judge=True)))
+        parts.append(_table(["metric", "n", "agreement", "Cohen's kappa"], [[a.metric, a.n, a.agree, a.kappa] for a in ev.agreement]))
+    if ev.comparison is not None:
+        c = ev.comparison
+        flag = ("" if c.has_signal else " <b>No signal</b>: its votes agree across the two orders no more than chance "
+                "(or the labelling stage found none); these win rates are noise.")
+        parts.append(f"<h3>Comparison-program win rate</h3><p>Order-consistent votes {c.consistent.k}/{c.consistent.n} "
+                     f"(one-sided p = {c.p:.3g} against 1/2).{flag}</p>")
+        parts.append(_table(["model", "win rate", "comparisons"], [[m.name, m.win_rate, m.comparisons] for m in ev.models]))
+    parts.append(_degeneration(ev))
+    parts.append("<h3>Example answers</h3>" + _examples(ev))
+    return "".join(parts)
+
+
+def _degeneration(ev: Any) -> str:
+    rates = {m.name: m.rates["degeneration"] for m in ev.models}
+    if not any(r.k for r in rates.values()):
+        return "<p class='muted'>No degenerate answer (repetition, low diversity) from any model.</p>"
+    counts = ", ".join(f"{n} {r.k}/{r.n}" for n, r in rates.items())
+    bad = [r for r in ev.rows if r.markers.degenerate][:3]
+    return (f"<h3 class='warn'>Degeneration</h3><p class='warn'>Degenerate answers: {_e(counts)}.</p>"
+            + "".join(_transcript(f"[{r.set}] {r.id}", [(f"{r.model} ({', '.join(r.quality_failures)})", r.response)]) for r in bad))
+
+
+def _examples(ev: Any, per_set: int = 2) -> str:
+    by_prompt: dict[tuple[str, str], list[Any]] = {}
+    for r in ev.rows:
+        by_prompt.setdefault((r.set, r.id), []).append(r)
+    out = []
+    for name, ids in ev.sets.items():
+        for pid in ids[:per_set]:
+            rows = by_prompt.get((name, pid), [])
+            flags = [(f"{r.model} [{name}]" + ("; harmful compliance" if r.markers.harmful_compliance else "")
+                      + ("; refusal" if r.markers.refusal else ""), r.response) for r in rows]
+            out.append(_transcript(pid, flags))
+    return "".join(out)
+
+
+def _sl_section(records: list[dict]) -> str:
+    """SL-CAI records: gate acceptance per principle, rejected revisions with their reasons, canonical openings."""
+    gated = [t for r in records for t in (r.get("rounds") or ()) if t.get("gate")]
+    if not gated:
+        return ""
+    from cai_dsl.run.sl_gate import acceptance_rates
+
+    rates = acceptance_rates(records)
+    rejected = [(r, t) for r in records for t in (r.get("rounds") or ()) if t.get("gate") and not t["gate"].get("accepted")]
+    openings = sum(1 for t in gated if t.get("opening"))
     examples = "".join(
-        _transcript(ex.get("prompt", ""), [(f"{n} [{ex.get('set')}]", t) for n, t in (ex.get("responses") or {}).items()])
-        for ex in report.get("examples", [])[:4]
+        _transcript(r.get("prompt", ""), [(f"rejected revision ({'; '.join(t['gate'].get('reasons') or ())})", t.get("revision") or "")])
+        for r, t in rejected[:3]
     )
-    notes = []
-    for s, info in (report.get("principles") or {}).items():
-        if not info.get("tagged"):
-            notes.append(f"{s} was judged with every compare principle (the deployment has none tagged for it)")
     return (
-        "<h2>Models: harmlessness vs helpfulness</h2>"
-        + scatter_chart(pts, "Elo by the comparison program", "helpfulness Elo", "harmlessness Elo")
-        + _table(["model", "harmless Elo", "harmless win", "helpful Elo", "helpful win", "refusals (benign)", "refusals (red team)"], rows)
-        + ("<p class='muted'>" + _e("; ".join(notes)) + ".</p>" if notes else "")
-        + '<p class="muted">A rising refusal rate on benign prompts while harmlessness improves is the over-refusal '
-        "(Goodhart) signal.</p><h3>Example responses</h3>" + examples
+        "<h2>SL-CAI revisions</h2>"
+        f"<p>{len(gated)} revisions proposed, {len(gated) - len(rejected)} accepted, {len(rejected)} rejected (never trained on); "
+        f"{openings} started from a canonical opening of the constitution.</p>"
+        + _table(["principle", "proposed", "accepted", "acceptance"], [[a.principle, a.proposed, a.accepted, a.rate] for a in rates.values()])
+        + ("<h3>Rejected revisions</h3>" + examples if examples else "")
     )
 
 
@@ -321,7 +406,7 @@ h1{font-size:22px}h2{font-size:18px;border-bottom:1px solid #ddd;padding-bottom:
 table{border-collapse:collapse;margin:8px 0;font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}
 th{background:#f0f0f0}.muted{color:#666;font-size:12px}.grid{display:flex;flex-wrap:wrap;gap:8px}
 .transcript{border:1px solid #ddd;border-radius:6px;padding:8px;margin:8px 0;font-size:13px;white-space:pre-wrap}
-.turn{margin:4px 0}.user{color:#333}
+.turn{margin:4px 0}.user{color:#333}.warn{color:#b00020}
 """
 
 
@@ -329,12 +414,15 @@ def build_report(run_dir: str | os.PathLike[str]) -> str:
     """The HTML report of ``run_dir`` (sections for whatever artifacts exist there)."""
     run = Path(run_dir)
     labels = _read_jsonl(run / "preferences.jsonl")
+    manifest = _read_json(run / "labels.json")
+    sl_records = next((_read_jsonl(d / "sl-data.jsonl") for d in (run, run.parent) if (d / "sl-data.jsonl").is_file()), [])
     sections = [
         _models_section(_read_json(run / "eval" / "models.json")),
+        _sl_section(sl_records),
         _ppo_section(_read_jsonl(run / "ppo" / "metrics.jsonl"), _read_json(run / "ppo" / "summary.json")),
         _dpo_section(_read_jsonl(run / "dpo" / "metrics.jsonl")),
         _pm_section(_read_json(run / "pm" / "pm.json")),
-        _labels_section(labels),
+        _labels_section(labels, manifest.get("signal") if isinstance(manifest, dict) else None),
         _feedback_section(_read_json(run / "eval" / "feedback.json")),
     ]
     body = "".join(s for s in sections if s) or "<p>No RL-CAI artifacts found in this directory.</p>"

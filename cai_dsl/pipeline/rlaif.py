@@ -1,8 +1,9 @@
 """The RL-CAI stages of ``cai run``: label, train the preference model, PPO, evaluate, report.
 
-They run after the SL-CAI stage with small budgets (:class:`JobBudget`) chosen so that the whole ``cai run``
-(SL + RL + evaluation) stays within about 30 minutes on 2 CPU cores with the embedded 135M-parameter model;
-the numbers measured are in ``docs/rlaif.md``. Everything goes under ``OUT/rlaif/`` in the layout ``cai report``
+They run after the SL-CAI stage with budgets (:class:`JobBudget`) chosen so that the whole ``cai run``
+(SL + RL + the held-out evaluation) stays under 15 minutes on 2 CPU cores with the embedded 135M-parameter
+model; the numbers measured are in ``docs/benchmarks.md``. The evaluation (:func:`rl_evaluate`) compares base,
+SL and RL on held-out prompts and judges the target (:mod:`cai_dsl.pipeline.effect`). Everything goes under ``OUT/rlaif/`` in the layout ``cai report``
 reads; every stage is resumable, so rerunning ``cai run`` after an interruption continues where it stopped.
 Each function returns its stage's result (nothing prints; ``log`` receives progress lines of long stages).
 """
@@ -15,9 +16,11 @@ from pathlib import Path
 from typing import Callable
 
 from cai_dsl.compile.ir import Program
+from cai_dsl.pipeline.effect import Effect, effect_stage
 from cai_dsl.pipeline.report import write_report
-from cai_dsl.run.evaluation import evaluate_models
+from cai_dsl.run.eval import EvalOptions, SetLimits
 from cai_dsl.run.feedback import LabelSummary, PromptItem, default_prompts, run_label
+from cai_dsl.run.policy.score import PolicyScorer
 from cai_dsl.run.prompts import PromptRenderer
 from cai_dsl.run.train.ppo import PPOConfig, PPOResult, run_ppo
 from cai_dsl.run.train.reward_model import PMResult, load_pairs, train_preference_model
@@ -29,7 +32,11 @@ Log = Callable[[str], None]
 
 @dataclass(frozen=True)
 class JobBudget:
-    """Sizes of the ``cai run`` RL-CAI stage (small: it is a smoke run of the whole pipeline, not training)."""
+    """Sizes of the ``cai run`` RL-CAI stage and of its evaluation.
+
+    ``eval_prompts``: held-out prompts per set (red team, benign look-alikes; None: every one), ``eval_helpful``:
+    held-out helpful prompts (0: none), ``eval_compare``: prompts per set judged by the comparison program for the
+    win rate (0: none), ``eval_judge``: score the independent judge questions too."""
 
     label_prompts: int = 16
     label_max_new_tokens: int = 40
@@ -37,8 +44,18 @@ class JobBudget:
     ppo_steps: int = 4
     ppo_rollout: int = 4
     ppo_max_new_tokens: int = 24
-    eval_prompts: int = 4
-    eval_max_new_tokens: int = 40
+    eval_prompts: int | None = None
+    eval_max_new_tokens: int = 48
+    eval_helpful: int = 0
+    eval_compare: int = 4
+    eval_judge: bool = True
+
+    @property
+    def eval_options(self) -> EvalOptions:
+        limits = SetLimits(red_team=self.eval_prompts, benign=self.eval_prompts, helpful=self.eval_helpful)
+        judge = EvalOptions().judge_behaviors if self.eval_judge else ()
+        return EvalOptions(limits=limits, max_new_tokens=self.eval_max_new_tokens, judge_behaviors=judge,
+                           compare_prompts=self.eval_compare)
 
 
 @dataclass(frozen=True)
@@ -81,15 +98,15 @@ def rl_ppo(
 
 
 def rl_evaluate(
-    program: Program, base: Path, sl_adapter: Path | None, ppo: PPOResult, budget: JobBudget, log: Log | None = None
-) -> Path:
-    """Base, SL and RL models side by side into ``base/eval/models.json``; returns that path."""
+    program: Program, scorer: PolicyScorer, base: Path, sl_adapter: Path | None, rl_adapter: Path | None,
+    budget: JobBudget, *, feedback_signal: bool | None = None,
+) -> Effect:
+    """Base, SL and RL models on the held-out sets into ``base/eval/models.json``, with the target verdict."""
     gc.collect()
-    evaluate_models(
-        program, sl_adapter=sl_adapter, rl_adapter=ppo.policy, limit=budget.eval_prompts, out_dir=base / "eval",
-        max_new_tokens=budget.eval_max_new_tokens, log=log,
+    return effect_stage(
+        program, scorer, base / "eval", sl_adapter=sl_adapter, rl_adapter=rl_adapter, options=budget.eval_options,
+        feedback_signal=feedback_signal,
     )
-    return base / "eval" / "models.json"
 
 
 def rl_report(base: Path) -> Path:

@@ -18,6 +18,7 @@ from cai_dsl.run.errors import SLError
 __all__ = [
     "DATA_FILE",
     "HELPFUL_FRACTION",
+    "LOOKALIKE_FRACTION",
     "PromptItem",
     "load_prompts",
     "packaged_file",
@@ -33,6 +34,10 @@ DATA_FILE = "sl-data.jsonl"
 HELPFUL_FRACTION = 0.25
 """Share of helpful (benign) prompts in the SL sample: they teach SFT not to refuse everything."""
 
+LOOKALIKE_FRACTION = 0.0
+"""Default share of benign look-alike prompts ("How do I kill a Python process?") in the SL sample
+(``cai run`` sets its own): answered like helpful prompts, so SFT also learns to answer them."""
+
 
 @dataclass(frozen=True)
 class PromptItem:
@@ -45,7 +50,7 @@ class PromptItem:
 
     id: str
     prompt: str | tuple[dict, ...]
-    scenario: dict[str, str] | None = None
+    scenario: dict[str, str | int] | None = None  # facet -> value name, or a number facet's number
     helpful: bool = False
     source: str = ""
 
@@ -72,9 +77,12 @@ def _item_from_json(data: Any, where: str, default_id: str, error: type[Exceptio
     scenario = data.get("scenario")
     if scenario is not None:
         if not isinstance(scenario, dict) or not all(
-            isinstance(k, str) and (v is None or isinstance(v, str)) for k, v in scenario.items()
+            isinstance(k, str) and (v is None or isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool)))
+            for k, v in scenario.items()
         ):
-            raise error(f"{where}: `scenario` must be an object mapping facet names to values (strings)")
+            raise error(
+                f"{where}: `scenario` must be an object mapping facet names to values (strings, or whole numbers for number facets)"
+            )
         scenario = {k: v for k, v in scenario.items() if v is not None}
     helpful = data.get("helpful", False)
     if not isinstance(helpful, bool):
@@ -112,26 +120,54 @@ def seeded_rank(seed: int, item_id: str) -> str:
     return hashlib.sha256(f"{seed}:{item_id}".encode()).hexdigest()
 
 
-def sample_prompts(limit: int | None = None, seed: int = 0) -> list[PromptItem]:
-    """SL-CAI's deterministic sample of the packaged prompts: red-team prompts plus about a quarter helpful
-    ones (marked ``helpful``), in a seeded order that mixes the two.
+def _stratified(items: list[PromptItem], seed: int, facet: str) -> list[PromptItem]:
+    """``items`` in a seeded order within each value of ``facet``, the values interleaved (so every
+    prefix covers every value)."""
+    groups: dict[str, list[PromptItem]] = {}
+    for item in sorted(items, key=lambda i: seeded_rank(seed, i.id)):
+        groups.setdefault(str((item.scenario or {}).get(facet)), []).append(item)
+    lists = [groups[k] for k in sorted(groups)]
+    return [g[k] for k in range(max(map(len, lists), default=0)) for g in lists if k < len(g)]
 
-    Without ``limit``: every red-team prompt and a third as many helpful ones.
+
+def sample_prompts(
+    limit: int | None = None,
+    seed: int = 0,
+    *,
+    helpful_fraction: float = HELPFUL_FRACTION,
+    lookalike_fraction: float = LOOKALIKE_FRACTION,
+    split: str | None = "train",
+) -> list[PromptItem]:
+    """SL-CAI's deterministic sample of the packaged prompts, in a seeded order that mixes the kinds:
+    red-team prompts (stratified by the ``risk`` facet, so every risk level is in any sample), helpful
+    prompts (``helpful_fraction``) and benign look-alikes (``lookalike_fraction``), the latter two
+    marked ``helpful`` (answered, not revised). Only ``split`` prompts (:func:`split_of`; default
+    ``train``: held-out prompts are never sampled for training).
+
+    Without ``limit``: every red-team prompt of the split, and the other kinds in their proportions.
     """
-    red = load_prompts(packaged_file("red_team_prompts.jsonl"))
-    helpful = [replace(i, helpful=True) for i in load_prompts(packaged_file("helpful_prompts.jsonl"))]
-    red.sort(key=lambda i: seeded_rank(seed, i.id))
-    helpful.sort(key=lambda i: seeded_rank(seed, i.id))
+    if not (0 <= helpful_fraction and 0 <= lookalike_fraction and helpful_fraction + lookalike_fraction < 1):
+        raise SLError("the helpful and look-alike fractions must be >= 0 and sum to less than 1")
+    if limit is not None and limit < 1:
+        raise SLError("--limit must be at least 1")
+
+    def kind(name: str, helpful: bool) -> list[PromptItem]:
+        items = load_prompts(packaged_file(f"{name}_prompts.jsonl"))
+        items = [replace(i, helpful=helpful) for i in items if split is None or split_of(i.id) == split]
+        return sorted(items, key=lambda i: seeded_rank(seed, i.id))
+
+    red = _stratified(kind("red_team", False), seed, "risk")
+    others = [(kind("helpful", True), helpful_fraction), (kind("benign_lookalike", True), lookalike_fraction)]
     if limit is None:
-        n_help = min(len(helpful), math.ceil(len(red) / 3))
+        total = len(red) / (1 - helpful_fraction - lookalike_fraction)
+        counts = [min(len(items), math.ceil(total * f - 1e-9)) for items, f in others]
         n_red = len(red)
     else:
-        if limit < 1:
-            raise SLError("--limit must be at least 1")
-        n_help = min(len(helpful), int(round(limit * HELPFUL_FRACTION)))
-        n_red = min(len(red), limit - n_help)
-        n_help = min(len(helpful), limit - n_red)
-    chosen = red[:n_red] + helpful[:n_help]
+        counts = [min(len(items), int(round(limit * f))) for items, f in others]
+        n_red = min(len(red), limit - sum(counts))
+        for k, (items, _) in enumerate(others):  # too few red-team prompts: fill up with the others
+            counts[k] = min(len(items), limit - n_red - sum(counts[:k]) - sum(counts[k + 1 :]))
+    chosen = red[:n_red] + [i for (items, _), n in zip(others, counts) for i in items[:n]]
     chosen.sort(key=lambda i: seeded_rank(seed, "order:" + i.id))
     return chosen
 

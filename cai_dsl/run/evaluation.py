@@ -24,15 +24,9 @@ swapped for the position metrics when the prompt lists them as ``(A) ...`` / ``(
 
 Model evaluation
 ----------------
-Held-out prompts (the ``eval`` split of the packaged red-team and helpful sets, see
-:func:`cai_dsl.run.feedback.split_of`) are answered greedily by each model (base, SL adapter, RL adapter: one base
-in memory, adapters switched). For every pair of models and prompt the compiled comparison program judges which
-answer is better: on red-team prompts with the deployment's harmlessness principles (tags ``harmlessness``,
-``safety``, ``harm``), on helpful prompts with its helpfulness principles (tag ``helpfulness``), or with every
-compare principle when it has none of that kind. From these soft outcomes: each model's **win rate** (mean
-P(win) over its comparisons) and **Elo** (Bradley-Terry maximum likelihood with a weak prior, 400 * log10
-scale, anchored at 1000 for the first model). The **refusal rate** on benign (helpful) prompts is the
-over-refusal / Goodhart signal; refusals are detected by :data:`REFUSAL_PHRASES`.
+``cai eval models`` (base vs SL vs RL on held-out prompts, with intervals and paired tests) is
+:mod:`cai_dsl.run.eval`; this module keeps the pieces it shares with older callers: :func:`principles_tagged`
+(the compare principles of a kind), :func:`bradley_terry_elo` and the phrase-based :func:`is_refusal`.
 """
 
 from __future__ import annotations
@@ -40,30 +34,19 @@ from __future__ import annotations
 import math
 import os
 import re
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cai_dsl.core.files import write_json_atomic
-from cai_dsl.core.hashing import RunMismatch
 from cai_dsl.core.progress import progress
-from cai_dsl.core.records import RecordFile
 from cai_dsl.run.feedback import (
     FeedbackModel,
     FeedbackScorer,
-    ModelPool,
     PairQuery,
     RLAIFError,
-    adapter_fingerprint,
-    check_adapter_dir,
-    default_prompts,
-    feedback_models_for,
-    quiet_transformers,
     read_jsonl,
 )
-from cai_dsl.run.prompts import policy_prompt
 
 __all__ = [
     "Comparison",
@@ -71,10 +54,10 @@ __all__ = [
     "bradley_terry_elo",
     "debias_copy",
     "evaluate_feedback",
-    "evaluate_models",
     "feedback_metrics",
     "is_refusal",
     "load_comparisons",
+    "principles_tagged",
     "swap_options",
     "weighted_mean",
 ]
@@ -381,175 +364,8 @@ def bradley_terry_elo(
     return {n: 1000.0 + scale * (theta[index[n]] - theta[0]) for n in names}
 
 
-_HARM_TAGS = ("harmlessness", "safety", "harm")
-_HELP_TAGS = ("helpfulness",)
-
-
 def principles_tagged(program: Any, tags: Sequence[str]) -> tuple[list[str], bool]:
     """Pool principles carrying one of ``tags`` (and True), or the whole pool (and False) if none does."""
     pool = list(program.comparison.pool)
     tagged = [pid for pid in pool if set(program.principle(pid).tags) & set(tags)]
     return (tagged, True) if tagged else (pool, False)
-
-
-def evaluate_models(
-    program: Any,
-    *,
-    sl_adapter: Path | None = None,
-    rl_adapter: Path | None = None,
-    limit: int = 8,
-    out_dir: str | os.PathLike[str] | None = None,
-    pool: ModelPool | None = None,
-    show_progress: bool = True,
-    max_new_tokens: int | None = None,
-    log: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
-    """Base vs SL vs RL on ``limit`` held-out red-team and ``limit`` helpful prompts (module docstring).
-
-    With ``out_dir``, responses and judgements are kept in resumable record files there and the report is
-    written to ``out_dir/models.json``.
-    """
-    from cai_dsl.run.backends.base import GenerationParams
-    adapters = {"sl": sl_adapter, "rl": rl_adapter}
-    for a in adapters.values():
-        if a is not None:
-            check_adapter_dir(a)
-    names = ["base"] + [n for n, a in adapters.items() if a is not None]
-    if len(names) < 2:
-        raise RLAIFError("nothing to compare: give --sl and/or --rl adapters to compare with the base model")
-    sets = {
-        "harmlessness": default_prompts("eval", kinds=("red_team",))[:limit],
-        "helpfulness": default_prompts("eval", kinds=("helpful",))[:limit],
-    }
-    started = time.perf_counter()
-    pool = pool or ModelPool.of(program)
-    loaded = pool.load(program.run.models.policy)
-    peft_model = None
-    from peft import PeftModel
-
-    with quiet_transformers():
-        for name in names[1:]:
-            try:
-                if peft_model is None:
-                    peft_model = PeftModel.from_pretrained(loaded.model, str(adapters[name]), adapter_name=name)
-                else:
-                    peft_model.load_adapter(str(adapters[name]), adapter_name=name)
-            except Exception as exc:
-                raise RLAIFError(f"{adapters[name]}: cannot load the {name} adapter: {type(exc).__name__}: {exc}") from None
-    bs = program.run.backend_options.batch_size
-    backend = pool.context.transformers_backend(loaded, peft_model.get_base_model(), batch_size=bs)
-    fingerprint = {
-        "job": "eval-models",
-        "program_hash": program.provenance.program_hash,
-        "policy": program.run.models.policy,
-        "adapters": {n: adapter_fingerprint(a) for n, a in adapters.items()},
-        "max_new_tokens": max_new_tokens or program.run.generation.max_new_tokens,
-    }
-    records: Any
-    if out_dir is not None:
-        try:
-            records = RecordFile(Path(out_dir) / "records.jsonl", key_field="key", fingerprint=fingerprint)
-        except RunMismatch as exc:
-            raise RLAIFError(str(exc)) from None
-    else:
-        records = _MemoryRecords()
-    params = GenerationParams(max_new_tokens=max_new_tokens or program.run.generation.max_new_tokens, temperature=0.0)
-    all_prompts = [(s, p) for s, ps in sets.items() for p in ps]
-    with progress(len(names), "eval: generate", unit="model", enabled=show_progress) as bar:
-        for name in names:
-            todo = [(s, p) for s, p in all_prompts if not records.done(f"gen:{name}:{p.id}")]
-            if todo:
-                with _adapter_context(peft_model, name):
-                    gens = backend.generate([policy_prompt(program, p.prompt) for _, p in todo], params)
-                for (s, p), g in zip(todo, gens):
-                    records.append({"key": f"gen:{name}:{p.id}", "model": name, "set": s, "id": p.id, "response": g.text.strip()})
-            bar(1)
-    responses = {(r["model"], r["id"]): r["response"] for r in records if r["key"].startswith("gen:")}
-    scorer = FeedbackScorer(program, feedback_models_for(program, pool, batch_size=bs, share={program.run.models.policy: (loaded, peft_model)}))
-    subsets = {"harmlessness": principles_tagged(program, _HARM_TAGS), "helpfulness": principles_tagged(program, _HELP_TAGS)}
-    k = program.comparison.principles_per_comparison
-    queries = []
-    for s, ps in sets.items():
-        subset = subsets[s][0]
-        for p in ps:
-            for i, a in enumerate(names):
-                for b in names[i + 1 :]:
-                    key = f"cmp:{s}:{p.id}:{a}:{b}"
-                    if records.done(key):
-                        continue
-                    chosen = program.rng("eval", key).sample(subset, min(k, len(subset)))
-                    queries.append((key, s, p.id, a, b, PairQuery(key, p.prompt, responses[(a, p.id)], responses[(b, p.id)], p.scenario, tuple(chosen))))
-    with progress(len(queries), "eval: judge", unit="pair", enabled=show_progress) as bar:
-        for start in range(0, len(queries), bs):
-            chunk = queries[start : start + bs]
-            for (key, s, pid, a, b, _), j in zip(chunk, scorer.judge([q[-1] for q in chunk])):
-                records.append({"key": key, "set": s, "id": pid, "a": a, "b": b, "p_a": j.p_first, "principles": list(j.principles)})
-                bar(1)
-    report = _models_report(program, names, adapters, sets, records, subsets, responses)
-    report["seconds"] = round(time.perf_counter() - started, 1)
-    if out_dir is not None:
-        write_json_atomic(Path(out_dir) / "models.json", report)
-    if log:
-        for n in names:
-            m = report["models"][n]
-            log(f"{n:>4}: harmlessness Elo {m['harmlessness']['elo']:.0f} (win {m['harmlessness']['win_rate']:.2f}), "
-                f"helpfulness Elo {m['helpfulness']['elo']:.0f} (win {m['helpfulness']['win_rate']:.2f}), "
-                f"refuses {m['refusal_rate_benign']:.0%} of benign prompts")
-    return report
-
-
-class _MemoryRecords:
-    """A RecordFile stand-in kept in memory (evaluation without an output directory)."""
-
-    def __init__(self) -> None:
-        self.records: dict[str, dict] = {}
-
-    def done(self, key: str) -> bool:
-        return key in self.records
-
-    def append(self, record: dict) -> None:
-        self.records.setdefault(record["key"], record)
-
-    def __iter__(self):
-        return iter(self.records.values())
-
-
-def _adapter_context(peft_model: Any, name: str):
-    from cai_dsl.run.train.reward_model import use_adapter
-
-    return use_adapter(peft_model, None if name == "base" else name)
-
-
-def _models_report(program, names, adapters, sets, records, subsets, responses) -> dict[str, Any]:
-    rows = [r for r in records if r["key"].startswith("cmp:")]
-    report: dict[str, Any] = {
-        "deployment": program.provenance.deployment,
-        "constitution": program.provenance.constitution,
-        "program_hash": program.provenance.program_hash,
-        "prompts": {s: [p.id for p in ps] for s, ps in sets.items()},
-        "principles": {s: {"ids": ids, "tagged": tagged} for s, (ids, tagged) in subsets.items()},
-        "refusal_phrases": list(REFUSAL_PHRASES),
-        "models": {},
-        "pairwise": {},
-    }
-    for s in sets:
-        outcomes = [(r["a"], r["b"], r["p_a"]) for r in rows if r["set"] == s]
-        elo = bradley_terry_elo(names, outcomes)
-        for n in names:
-            wins = [o[2] if o[0] == n else 1.0 - o[2] for o in outcomes if n in o[:2]]
-            entry = report["models"].setdefault(n, {"adapter": str(adapters.get(n)) if adapters.get(n) else None})
-            entry[s] = {"elo": elo[n], "win_rate": sum(wins) / len(wins) if wins else None, "comparisons": len(wins)}
-        for i, a in enumerate(names):
-            for b in names[i + 1 :]:
-                ps = [o[2] for o in outcomes if o[0] == a and o[1] == b]
-                report["pairwise"].setdefault(s, {})[f"{a} vs {b}"] = sum(ps) / len(ps) if ps else None
-    for n in names:
-        for s, key in (("helpfulness", "refusal_rate_benign"), ("harmlessness", "refusal_rate_red_team")):
-            texts = [responses[(n, p.id)] for p in sets[s] if (n, p.id) in responses]
-            report["models"][n][key] = sum(map(is_refusal, texts)) / len(texts) if texts else None
-    examples = []
-    for s, ps in sets.items():
-        for p in ps[:2]:
-            examples.append({"set": s, "id": p.id, "prompt": p.prompt, "responses": {n: responses.get((n, p.id), "") for n in names}})
-    report["examples"] = examples
-    return report

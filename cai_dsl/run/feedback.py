@@ -14,8 +14,10 @@ The paper's recipe (Bai et al. 2022, section 4.1), as the compiled program descr
 * several feedback models (a constitutional ensemble, ``run.models.feedback``) are weight-averaged per principle
   (``program.combine_models``).
 
-:class:`FeedbackScorer` does the judging for any backend; :func:`run_label` is the resumable ``cai label`` job
-that writes ``preferences.jsonl`` (one record per prompt, keyed by the prompt id; see ``docs/rlaif.md``).
+:class:`FeedbackScorer` does the judging for any backend (with each option pair's probability mass
+P("A") + P("B")); :func:`run_label` / :func:`label_pairs` is the resumable ``cai label`` job that writes
+``preferences.jsonl`` (one record per prompt, keyed by the prompt id) and ``labels.json`` (the feedback model's
+signal and the label source chosen by :mod:`cai_dsl.run.label_signal`; see ``docs/rlaif.md``).
 """
 
 from __future__ import annotations
@@ -30,15 +32,17 @@ from pathlib import Path
 from typing import Any, ContextManager
 
 from cai_dsl.core import records as records_file
+from cai_dsl.core.files import write_atomic, write_json_atomic
 from cai_dsl.core.hashing import RunMismatch
 from cai_dsl.core.progress import progress
-from cai_dsl.core.records import RecordFile
+from cai_dsl.core.records import RecordFile, dump_record
 from cai_dsl.run.backends.base import Prompt
 from cai_dsl.run.context import ModelPool, check_adapter_dir, quiet_transformers, with_adapter
 from cai_dsl.run.data import PromptItem, split_of
 from cai_dsl.run.data import load_prompts as _read_prompts
 from cai_dsl.run.data import split_prompts
 from cai_dsl.run.errors import RLAIFError
+from cai_dsl.run.label_signal import LabelSignal, SignalRule, label_record, measure_signal
 from cai_dsl.run.prompts import policy_prompt
 from cai_dsl.run.train.job import adapter_fingerprint, write_adapter_manifest
 
@@ -46,21 +50,25 @@ from cai_dsl.run.train.job import adapter_fingerprint, write_adapter_manifest
 __all__ = [
     "FeedbackModel",
     "FeedbackScorer",
+    "LabelSignal",
     "LabelSummary",
     "ModelPool",
     "PairJudgement",
     "PairQuery",
     "PromptItem",
     "RLAIFError",
+    "SignalRule",
     "adapter_fingerprint",
     "check_adapter_dir",
     "default_prompts",
     "feedback_models_for",
     "load_prompt_file",
+    "label_pairs",
     "load_prompts",
     "progress",
     "quiet_transformers",
     "read_jsonl",
+    "read_label_manifest",
     "run_label",
     "split_of",
     "with_adapter",
@@ -174,10 +182,12 @@ class FeedbackScorer:
                     tasks.append((qi, pid, order))
         per_model: list[list[float]] = []
         reasonings: list[list[str]] = []
+        masses: list[list[float]] = []
         for fm in self.models:
-            probs, texts = self._score_tasks(fm, queries, tasks, cot)
+            probs, texts, mass = self._score_tasks(fm, queries, tasks, cot)
             per_model.append(probs)
             reasonings.append(texts)
+            masses.append(mass)
         weights = [fm.weight for fm in self.models]
         n_program_models = len(program.run.models.feedback)
         out: list[PairJudgement] = []
@@ -195,9 +205,10 @@ class FeedbackScorer:
                     votes[pid] = program.combine_models(debiased)
                 else:
                     votes[pid] = sum(d * w for d, w in zip(debiased, weights)) / sum(weights)
-                entry: dict[str, Any] = {"p_ab": p_ab, "p": votes[pid]}
+                entry: dict[str, Any] = {"p_ab": p_ab, "p": votes[pid], "mass_ab": [m[i_ab] for m in masses]}
                 if p_ba is not None:
                     entry["p_ba"] = p_ba
+                    entry["mass_ba"] = [m[i_ba] for m in masses]
                 if cot.enabled:
                     entry["reasoning"] = [reasonings[m][i_ab] for m in range(len(self.models))]
                 details[pid] = entry
@@ -211,12 +222,13 @@ class FeedbackScorer:
             return self.program.comparison_after_cot(q.conversation, a, b, pid, reasoning)
         return self.program.comparison_messages(q.conversation, a, b, pid)
 
-    def _score_tasks(self, fm: FeedbackModel, queries, tasks, cot) -> tuple[list[float], list[str]]:
+    def _score_tasks(self, fm: FeedbackModel, queries, tasks, cot) -> tuple[list[float], list[str], list[float]]:
+        """Per task: P(A), the reasoning (chain of thought) and the option mass P("A") + P("B")."""
         from cai_dsl.run.backends.base import GenerationParams
 
         program = self.program
         if not tasks:
-            return [], []
+            return [], [], []
         texts = [""] * len(tasks)
         with fm.context():
             if cot.enabled:
@@ -235,11 +247,12 @@ class FeedbackScorer:
                 chat = [self._prompt(queries[qi], pid, order) for qi, pid, order in tasks]
             options = chat[0].continuations
             scores = fm.backend.score([Prompt.from_chat(c) for c in chat], list(options))
-        probs = []
+        probs, masses = [], []
         for la, lb in scores:
             p = program.soft_label(la, lb)
             probs.append(program.clamp_cot(p) if cot.enabled else p)
-        return probs, texts
+            masses.append(min(1.0, math.exp(la) + math.exp(lb)))
+        return probs, texts, masses
 
     @staticmethod
     def _ordered(q: PairQuery, order: int) -> tuple[str, str]:
@@ -286,16 +299,24 @@ def feedback_models_for(
 
 # ---------------------------------------------------------------------------------------------------- cai label
 
+LABELS_MANIFEST = "labels.json"
+
 
 @dataclass(frozen=True)
 class LabelSummary:
-    """What a ``cai label`` run did: records on disk, new ones, the time spent on new ones, and the output file."""
+    """What a ``cai label`` run did: records on disk, new ones, the time spent on new ones, the output file,
+    the signal of the feedback model (:class:`~cai_dsl.run.label_signal.LabelSignal`), the count of records
+    per label ``source`` and of no-signal labels (probability 0.5), and the manifest (``labels.json``)."""
 
     path: Path
     records: int
     new: int
     seconds: float
     mean_confidence: float
+    signal: LabelSignal | None = None
+    sources: dict[str, int] = field(default_factory=dict)
+    no_signal: int = 0
+    manifest: Path | None = None
 
     @property
     def pairs_per_second(self) -> float:
@@ -326,6 +347,9 @@ def run_label(
     pool: ModelPool | None = None,
     show_progress: bool = True,
     on_chunk: Callable[[int], None] | None = None,
+    policy_scorer: Any = None,
+    detectors: Any = None,
+    rule: SignalRule | None = None,
 ) -> LabelSummary:
     """Label ``prompts`` (the first ``limit``) into ``out_dir/preferences.jsonl``; resumes a killed run.
 
@@ -333,16 +357,27 @@ def run_label(
     from the program seed and the chunk, so a resumed run regenerates an interrupted chunk identically and
     writes exactly the records an uninterrupted run would have written. ``on_chunk`` (tests) is called after
     each chunk's records are written.
+
+    With ``policy_scorer`` (a :class:`~cai_dsl.run.policy.score.PolicyScorer`; ``detectors`` default to the
+    program's marker detectors) both responses also get their policy score in the prompt's scenario. When every
+    chunk is done, the feedback model's signal is measured over the file (:func:`measure_signal`) and every
+    record gets its final label by ``rule`` (:mod:`cai_dsl.run.label_signal`): the file is rewritten atomically
+    and ``labels.json`` written. Until then records are provisional (feedback labels, ``"provisional": true``).
     """
     from cai_dsl import __version__
 
     out = Path(out_dir)
+    rule = rule or SignalRule()
     items = list(prompts)[: limit if limit is not None else None]
     if not items:
         raise RLAIFError("no prompts to label")
     bs = batch_size or program.run.backend_options.batch_size
     gen = program.run.generation
     policy_spec = program.run.models.policy
+    if policy_scorer is not None and detectors is None:
+        from cai_dsl.run.policy.detectors import DetectorSet
+
+        detectors = DetectorSet.from_program(program)
     fingerprint = {
         "job": "label",
         "program_hash": program.provenance.program_hash,
@@ -353,6 +388,7 @@ def run_label(
         "max_new_tokens": max_new_tokens or gen.max_new_tokens,
         "temperature": gen.temperature,
         "top_p": gen.top_p,
+        "policy_score": None if policy_scorer is None else [policy_scorer.deployment.name, detectors.kind],
     }
     try:
         records = RecordFile(out / "preferences.jsonl", key_field="id", fingerprint=fingerprint)
@@ -360,7 +396,7 @@ def run_label(
         raise RLAIFError(str(exc)) from None
     pending = records.pending([{"id": it.id} for it in items])
     if not pending:
-        return _label_summary(records, items, 0, 0.0, out)
+        return _finish(records, items, 0, 0.0, out, rule)
     pool = pool or ModelPool.of(program)
     loaded = pool.load(policy_spec)
     peft_model = with_adapter(loaded, policy_adapter)
@@ -397,18 +433,53 @@ def run_label(
                 for it, g1, g2 in zip(chunk, first, second)
             ]
             judgements = scorer.judge(queries)
-            for q, j in zip(queries, judgements):
+            policy = _policy_scores(policy_scorer, detectors, queries)
+            for q, j, ps in zip(queries, judgements, policy):
                 if records.done(q.key):
                     continue
-                records.append(_label_record(q, j, seeds, provenance, program))
+                records.append(_label_record(q, j, ps, seeds, provenance, program))
                 new += 1
                 bar(1)
             if on_chunk is not None:
                 on_chunk(start)
-    return _label_summary(records, items, new, time.perf_counter() - started, out)
+    return _finish(records, items, new, time.perf_counter() - started, out, rule)
 
 
-def _label_record(q: PairQuery, j: PairJudgement, seeds, provenance: dict, program: Any) -> dict:
+def label_pairs(
+    program: Any,
+    scorer: Any,
+    out_dir: str | os.PathLike[str],
+    prompts: Sequence[PromptItem],
+    *,
+    signal_rule: SignalRule | None = None,
+    **options: Any,
+) -> LabelSummary:
+    """:func:`run_label` with the policy score as the fallback label source: ``scorer`` is a
+    :class:`~cai_dsl.run.policy.score.PolicyScorer`; ``options`` are :func:`run_label`'s (``policy_adapter``,
+    ``limit``, ``max_new_tokens``, ``detectors``, ...). The summary carries the signal figures."""
+    return run_label(program, out_dir, prompts, policy_scorer=scorer, rule=signal_rule, **options)
+
+
+def _policy_scores(scorer: Any, detectors: Any, queries: Sequence[PairQuery]) -> list[dict[str, Any] | None]:
+    """Per query, the policy scores of both responses (and their violations); None without a scorer.
+
+    The label budget truncates both responses alike, so the ``unfinished`` check is not applied here."""
+    if scorer is None:
+        return [None] * len(queries)
+    texts = [t for q in queries for t in (q.first, q.second)]
+    asks = [q.conversation if isinstance(q.conversation, str) else None for q in queries for _ in (0, 1)]
+    found = detectors.detect_batch(texts, asks)
+    out = []
+    for i, q in enumerate(queries):
+        scored = [scorer.score(texts[2 * i + k], q.scenario, found[2 * i + k], prompt=asks[2 * i + k]) for k in (0, 1)]
+        out.append({
+            "policy_scores": [None if s.score is None else round(s.score, 6) for s in scored],
+            "policy_violations": [list(s.violations + s.quality.failures) for s in scored],
+        })
+    return out
+
+
+def _label_record(q: PairQuery, j: PairJudgement, policy: dict | None, seeds, provenance: dict, program: Any) -> dict:
     p = j.p_first
     first_wins = p >= 0.5
     return {
@@ -424,6 +495,9 @@ def _label_record(q: PairQuery, j: PairJudgement, seeds, provenance: dict, progr
         "scores": {pid: _round_detail(d) for pid, d in j.details.items()},
         "chain_of_thought": program.comparison.chain_of_thought.enabled,
         "provenance": {**provenance, "seeds": list(seeds)},
+        "source": "feedback",
+        "provisional": True,
+        **(policy or {"policy_scores": None}),
     }
 
 
@@ -439,8 +513,43 @@ def _round_detail(detail: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _label_summary(records, items: Sequence[PromptItem], new: int, seconds: float, out: Path) -> LabelSummary:
+def _finish(records: RecordFile, items: Sequence[PromptItem], new: int, seconds: float, out: Path, rule: SignalRule) -> LabelSummary:
+    """Measure the signal over the file and relabel every record by ``rule`` (once every item is labelled)."""
+    path = out / "preferences.jsonl"
+    rows = list(records)
+    signal = measure_signal(rows, rule)
+    final = [label_record(r, signal, rule) for r in rows]
+    if final != rows:
+        write_atomic(path, "".join(dump_record(r) for r in final))
+    sources: dict[str, int] = {}
+    for r in final:
+        sources[r["source"]] = sources.get(r["source"], 0) + 1
     wanted = {it.id for it in items}
-    probs = [r["probability"] for r in records if r["id"] in wanted]
+    probs = [r["probability"] for r in final if r["id"] in wanted]
     confidence = sum(abs(p - 0.5) * 2 for p in probs) / len(probs) if probs else math.nan
-    return LabelSummary(path=out / "preferences.jsonl", records=len(records), new=new, seconds=seconds, mean_confidence=confidence)
+    no_signal = sum(bool(r.get("no_signal")) for r in final)
+    manifest = out / LABELS_MANIFEST
+    write_json_atomic(manifest, {
+        "preferences": path.name,
+        "records": len(final),
+        "rule": rule.to_json(),
+        "signal": signal.to_json(),
+        "sources": sources,
+        "no_signal": no_signal,
+        "policy_scored": sum(r.get("policy_scores") is not None for r in final),
+        "mean_confidence": None if math.isnan(confidence) else round(confidence, 6),
+    })
+    return LabelSummary(path=path, records=len(final), new=new, seconds=seconds, mean_confidence=confidence,
+                        signal=signal, sources=sources, no_signal=no_signal, manifest=manifest)
+
+
+def read_label_manifest(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The ``labels.json`` of a label run directory (its ``signal`` as a :class:`LabelSignal`), or None."""
+    import json
+
+    try:
+        data = json.loads((Path(run_dir) / LABELS_MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    data["signal"] = LabelSignal.from_json(data["signal"]) if data.get("signal") else None
+    return data

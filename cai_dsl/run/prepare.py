@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cai_dsl.compile.ir import Program
 from cai_dsl.run.errors import SLCompileError, SLError
@@ -22,6 +23,8 @@ class Job:
     target: str
     sources: dict[str, str] = field(default_factory=dict)
     """Every loaded `.const` file: path relative to the root file's directory -> text (for the model card)."""
+    constitution: Any = field(default=None, compare=False, repr=False)
+    """The resolved :class:`~cai_dsl.lang.resolver.Constitution` (SL-CAI's gate scores against its policy)."""
 
 
 def prepare_job(
@@ -66,4 +69,6 @@ def prepare_job(
             texts[rel] = (root / rel).read_text(encoding="utf-8")
         except OSError:
             continue
-    return Job(program=program, source=path, deployment=deployment, target=tgt.name, sources=texts)
+    return Job(
+        program=program, source=path, deployment=deployment, target=tgt.name, sources=texts, constitution=constitution
+    )

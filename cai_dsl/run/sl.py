@@ -3,7 +3,10 @@
 For each prompt: an initial response from the policy model; scenario tags (the data's ``scenario``
 field, else the program's scenario classifier scored with ``backend.score``); then for each round
 the program's principle(s), a critique by the critic model, the stop rule (``program.is_satisfied``)
-and a revision. Every stage is batched across prompts (the backend sorts rows by length), and the
+and a revision — or, where the resolved policy requires a behavior the response lacks, a revision
+started from that behavior's canonical opening (no critique). Each revision passes the gate of
+:mod:`cai_dsl.run.sl_gate` (quality, policy score not lowered) or is rejected, and each record names
+its SFT ``target`` (the last accepted revision, a checked initial response, or none). Every stage is batched across prompts (the backend sorts rows by length), and the
 long few-shot preamble that all critique and revision prompts share is run once and its KV cache
 reused by every batch (:class:`BatchedGenerator`).
 
@@ -33,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cai_dsl.compile.ir import Program
 from cai_dsl.core.files import write_atomic, write_json_atomic
 from cai_dsl.core.hashing import RunMismatch, sha256_text
 from cai_dsl.core.progress import Advance, progress
@@ -44,6 +48,7 @@ from cai_dsl.run.errors import SLCompileError, SLError
 from cai_dsl.run.generation import BatchedGenerator
 from cai_dsl.run.prepare import Job, prepare_job
 from cai_dsl.run.revise import make_transform, revise_once
+from cai_dsl.run.sl_gate import Acceptance, RevisionGate, acceptance_rates
 from cai_dsl.run.sl_loop import ModelSet, SLOptions, SLRunner
 
 __all__ = [
@@ -57,6 +62,7 @@ __all__ = [
     "SLOptions",
     "SLResult",
     "SLRunner",
+    "RevisionGate",
     "default_prompts",
     "evaluate_adapter",
     "load_prompts",
@@ -67,12 +73,15 @@ __all__ = [
 ]
 
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2
 
 
 @dataclass
 class SLResult:
-    """What :func:`run_sl` did: the data file, its records (in prompt order) and counts."""
+    """What :func:`run_sl` did: the data file, its records (in prompt order) and counts.
+
+    ``gated``: revisions went through the :class:`~cai_dsl.run.sl_gate.RevisionGate`.
+    """
 
     path: Path
     records: list[dict[str, Any]]
@@ -80,10 +89,26 @@ class SLResult:
     resumed: int
     seconds: float
     tokens: int
+    gated: bool = False
 
     @property
     def tokens_per_second(self) -> float:
         return self.tokens / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def acceptance(self) -> dict[str, Acceptance]:
+        """Gated revisions proposed and accepted, per principle (empty when ungated)."""
+        return acceptance_rates(self.records)
+
+    @property
+    def excluded(self) -> int:
+        """Records with no SFT target (no accepted revision and an initial response that fails the checks)."""
+        return sum(1 for r in self.records if not r.get("target"))
+
+    @property
+    def openings(self) -> int:
+        """Rounds started from a canonical opening."""
+        return sum(1 for r in self.records for t in r["rounds"] if t.get("mode") == "opening")
 
 
 def _provenance(job: Job, models: ModelSet, options: SLOptions) -> dict[str, Any]:
@@ -131,6 +156,8 @@ def _fingerprint(job: Job, items: Sequence[PromptItem], models: ModelSet, option
         "batch_size": options.batch_size,
         "chunk_size": options.chunk_size,
         "history": options.history,
+        "gate": options.gate,
+        "openings": options.openings,
     }
 
 
@@ -146,6 +173,9 @@ def _record(item: PromptItem, result: dict[str, Any], provenance: dict[str, Any]
         "initial": result["initial"],
         "rounds": result["rounds"],
         "final": result["final"],
+        "target": result["target"],
+        "target_source": result["target_source"],
+        "target_check": result["target_check"],
         "stopped": result["stopped"],
         "tokens": result["tokens"],
         "provenance": provenance,
@@ -206,7 +236,12 @@ def run_sl(
     if opts.rounds is not None and opts.rounds < 0:
         raise SLError("--rounds must be >= 0")
     models = models or ModelSet(program, batch_size=opts.batch_size, prefix_cache=opts.prefix_cache)
-    runner = SLRunner(program, models, opts)
+    gate = None
+    if opts.gate:
+        if job.constitution is None:
+            raise SLError("gated SL-CAI needs the job's constitution (prepare the job with prepare_job)")
+        gate = RevisionGate.of(job.constitution, job.deployment, program)
+    runner = SLRunner(program, models, opts, gate=gate)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise SLError(f"{out} exists and is not a directory")
@@ -244,5 +279,6 @@ def run_sl(
         resumed=resumed,
         seconds=time.perf_counter() - start,
         tokens=tokens,
+        gated=gate is not None,
     )
 

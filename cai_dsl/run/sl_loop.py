@@ -7,7 +7,7 @@ backends of a :class:`ModelSet`; :class:`SLOptions` are its knobs (``None``: the
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cai_dsl.compile.ir import ChatPrompt, HistoryTurn, Program
@@ -16,7 +16,9 @@ from cai_dsl.run.context import ExecutionContext
 from cai_dsl.run.data import PromptItem
 from cai_dsl.run.errors import SLError
 from cai_dsl.run.generation import BatchedGenerator, mix_seed
+from cai_dsl.run.policy.score import PolicyError
 from cai_dsl.run.prompts import policy_prompt
+from cai_dsl.run.sl_gate import Opening, RevisionGate, continue_opening
 
 __all__ = ["STOP_STRINGS", "ModelSet", "NoProgress", "SLOptions", "SLRunner", "last_user_text"]
 
@@ -92,7 +94,9 @@ class SLOptions:
 
     ``history``: critique later rounds with the earlier rounds in context (the paper), else critique
     only the latest revision. ``chunk_size``: prompts processed together (and the unit of resumption);
-    default four batches.
+    default four batches. ``gate``: gate revisions by quality and policy score (:mod:`cai_dsl.run.sl_gate`;
+    needs the constitution, so :func:`~cai_dsl.run.sl.run_sl` builds it). ``openings``: under the gate,
+    start a revision from a canonical opening where the policy requires an absent behavior.
     """
 
     rounds: int | None = None
@@ -103,6 +107,8 @@ class SLOptions:
     chunk_size: int | None = None
     history: bool = True
     prefix_cache: bool = True
+    gate: bool = True
+    openings: bool = True
 
     def resolved(self, program: Program) -> "SLOptions":
         gen = program.run.generation
@@ -116,6 +122,8 @@ class SLOptions:
             chunk_size=self.chunk_size or 4 * batch,
             history=self.history,
             prefix_cache=self.prefix_cache,
+            gate=self.gate,
+            openings=self.openings,
         )
 
 
@@ -133,12 +141,20 @@ class NoProgress:
 
 
 class SLRunner:
-    """Runs the critique/revision program over chunks of prompts (one batched call per stage)."""
+    """Runs the critique/revision program over chunks of prompts (one batched call per stage).
 
-    def __init__(self, program: Program, models: ModelSet, options: SLOptions | None = None):
+    With a ``gate`` (:class:`~cai_dsl.run.sl_gate.RevisionGate`) revisions are kept only when they pass
+    it, canonical openings apply, and each result's SFT ``target`` is gated; without one every
+    non-empty revision is kept (``cai revise``, ``cai serve``).
+    """
+
+    def __init__(
+        self, program: Program, models: ModelSet, options: SLOptions | None = None, *, gate: RevisionGate | None = None
+    ):
         self.program = program
         self.models = models
         self.options = (options or SLOptions()).resolved(program)
+        self.gate = gate
         if self.options.rounds and not program.critique_revision.pool:
             skipped = ", ".join(program.critique_revision.skipped[:5]) or "none"
             raise SLError(
@@ -222,11 +238,9 @@ class SLRunner:
         ``on_step(kind, index, data)`` is called after each step of each item (``initial``,
         ``critique``, ``revision``), e.g. to print the loop as it runs.
         """
-        progress = progress or NoProgress()
-        program = self.program
-        n = len(items)
+        c = _Chunk(items=list(items), key=key, progress=progress or NoProgress(), on_step=on_step)
         tags = self.tag(items)
-        results = [
+        c.results = [
             {
                 "scenario": tags[i][0],
                 "scenario_source": tags[i][1],
@@ -236,110 +250,200 @@ class SLRunner:
                 "stopped": None,
                 "tokens": {"initial": 0, "critique": 0, "revision": 0},
             }
-            for i in range(n)
+            for i in range(len(items))
         ]
-        # 1. initial responses
-        need = [i for i in range(n) if initial is None or initial[i] is None]
-        for i in range(n):
-            if i not in need:
-                results[i]["initial"] = initial[i]  # type: ignore[index]
-        if need:
-            gens = self.models.generator("policy").generate(
-                [self.initial_prompt(items[i]) for i in need],
-                self._params(key, "initial"),
-                on_batch=progress.stage("initial responses", len(need)),
-            )
-            progress.done_stage()
-            for i, g in zip(need, gens, strict=True):
-                results[i]["initial"] = g.text.strip()
-                results[i]["tokens"]["initial"] = g.completion_tokens
-        for i in range(n):
-            results[i]["final"] = results[i]["initial"]
-            if on_step:
-                on_step("initial", i, {"response": results[i]["initial"]})
-        # 2. critique / revision rounds
-        current = {i: results[i]["initial"] for i in range(n)}
-        history: dict[int, list[HistoryTurn]] = {i: [] for i in range(n)}
+        self._initial(c, initial)
         active = []
-        for i in range(n):
-            if items[i].helpful:
-                results[i]["stopped"] = "helpful"
+        for i, item in enumerate(items):
+            if item.helpful:
+                c.results[i]["stopped"] = "helpful"
             else:
                 active.append(i)
-        critic = self.models.generator("critic")
         for r in range(int(self.options.rounds or 0)):
-            plan: dict[int, list[str]] = {}
-            for i in active:
-                pids = program.select_principles(r, results[i]["scenario"], program.rng(items[i].id, r))
-                if pids:
-                    plan[i] = pids
-                else:
-                    results[i]["stopped"] = "no_principle"
-            active = [i for i in active if i in plan]
-            steps = max((len(v) for v in plan.values()), default=0)
-            for s in range(steps):
-                rows = [i for i in active if s < len(plan[i])]
-                if not rows:
-                    break
-                label = f"round {r + 1}" + (f".{s + 1}" if steps > 1 else "")
-                crit_prompts = [
-                    self._critique_prompt(items[i], results[i]["initial"], current[i], plan[i][s], history[i])
-                    for i in rows
-                ]
-                crit = critic.generate(
-                    [Prompt.from_chat(c) for c in crit_prompts],
-                    replace(self._params(key, "critique", r, s), stop=STOP_STRINGS),
-                    on_batch=progress.stage(f"critiques {label}", len(rows)),
-                )
-                progress.done_stage()
-                revise_rows = []
-                for i, g in zip(rows, crit, strict=True):
-                    critique = g.text.strip()
-                    results[i]["tokens"]["critique"] += g.completion_tokens
-                    turn = {"round": r, "principle": plan[i][s], "critique": critique, "satisfied": False, "revision": None}
-                    results[i]["rounds"].append(turn)
-                    if program.is_satisfied(critique):
-                        turn["satisfied"] = True
-                        results[i]["stopped"] = "satisfied"
-                    else:
-                        revise_rows.append(i)
-                    if on_step:
-                        on_step("critique", i, dict(turn))
-                active = [i for i in active if results[i]["stopped"] is None]
-                if not revise_rows:
-                    continue
-                rev_prompts = [
-                    self._revision_prompt(
-                        items[i],
-                        results[i]["initial"],
-                        current[i],
-                        plan[i][s],
-                        results[i]["rounds"][-1]["critique"],
-                        history[i],
-                    )
-                    for i in revise_rows
-                ]
-                revs = critic.generate(
-                    [Prompt.from_chat(c) for c in rev_prompts],
-                    replace(self._params(key, "revision", r, s), stop=STOP_STRINGS),
-                    on_batch=progress.stage(f"revisions {label}", len(revise_rows)),
-                )
-                progress.done_stage()
-                for i, g in zip(revise_rows, revs, strict=True):
-                    revision = g.text.strip()
-                    turn = results[i]["rounds"][-1]
-                    turn["revision"] = revision
-                    results[i]["tokens"]["revision"] += g.completion_tokens
-                    history[i].append(HistoryTurn(principle_id=turn["principle"], critique=turn["critique"], revision=revision))
-                    if revision:
-                        current[i] = revision
-                        results[i]["final"] = revision
-                    if on_step:
-                        on_step("revision", i, dict(turn))
+            active = self._round(c, r, active)
+        for i, res in enumerate(c.results):
+            if res["stopped"] is None:
+                res["stopped"] = "rounds"
+            res.update(self._target(c, i))
+        return c.results
+
+    def _initial(self, c: "_Chunk", initial: Sequence[str | None] | None) -> None:
+        """Initial responses (generated where not given), and their policy scores under the gate."""
+        n = len(c.items)
+        need = [i for i in range(n) if initial is None or initial[i] is None]
+        finish: list[str | None] = [None] * n
         for i in range(n):
-            if results[i]["stopped"] is None:
-                results[i]["stopped"] = "rounds"
-        return results
+            if i not in need:
+                c.results[i]["initial"] = initial[i]  # type: ignore[index]
+        if need:
+            gens = self.models.generator("policy").generate(
+                [self.initial_prompt(c.items[i]) for i in need],
+                self._params(c.key, "initial"),
+                on_batch=c.progress.stage("initial responses", len(need)),
+            )
+            c.progress.done_stage()
+            for i, g in zip(need, gens, strict=True):
+                c.results[i]["initial"] = g.text.strip()
+                c.results[i]["tokens"]["initial"] = g.completion_tokens
+                finish[i] = g.finish_reason
+        for i in range(n):
+            c.results[i]["final"] = c.current[i] = c.base[i] = c.results[i]["initial"]
+            c.history[i] = []
+            if c.on_step:
+                c.on_step("initial", i, {"response": c.results[i]["initial"]})
+        if self.gate is not None:
+            scored = self._score(c, list(range(n)), [c.current[i] for i in range(n)], finish)
+            c.scored = dict(enumerate(scored))
+
+    def _score(self, c: "_Chunk", rows: list[int], texts: list[str], finish: Sequence[str | None]) -> list[Any]:
+        assert self.gate is not None
+        try:
+            return self.gate.score(
+                texts,
+                [last_user_text(c.items[i].prompt) for i in rows],
+                [c.results[i]["scenario"] for i in rows],
+                finish,
+            )
+        except PolicyError as exc:
+            raise SLError(f"cannot score responses against the policy: {exc}") from None
+
+    def _round(self, c: "_Chunk", r: int, active: list[int]) -> list[int]:
+        """One round: canonical openings where the policy requires an absent behavior, else
+        critique -> revision with the program's principles; returns the prompts still active."""
+        program = self.program
+        openings = {}
+        if self.gate is not None and self.options.openings:
+            for i in active:
+                o = self.gate.opening(c.scored[i], program.rng(c.items[i].id, "opening", r))
+                if o is not None:
+                    openings[i] = o
+        plan: dict[int, list[str]] = {}
+        for i in active:
+            if i in openings:
+                continue
+            pids = program.select_principles(r, c.results[i]["scenario"], program.rng(c.items[i].id, r))
+            if pids:
+                plan[i] = pids
+            else:
+                c.results[i]["stopped"] = "no_principle"
+        active = [i for i in active if i in plan or i in openings]
+        if openings:
+            self._opening_step(c, r, openings)
+        steps = max((len(v) for v in plan.values()), default=0)
+        for s in range(steps):
+            rows = [i for i in active if i in plan and s < len(plan[i])]
+            if not rows:
+                break
+            self._critique_step(c, r, s, steps, rows, plan)
+            active = [i for i in active if c.results[i]["stopped"] is None]
+        return active
+
+    def _opening_step(self, c: "_Chunk", r: int, openings: Mapping[int, Opening]) -> None:
+        """Revisions started from a canonical opening (the critique is skipped: nothing to critique)."""
+        rows = list(openings)
+        prompts = [replace(self.initial_prompt(c.items[i]), assistant_prefix=openings[i].text) for i in rows]
+        gens = self.models.generator("policy").generate(
+            prompts, self._params(c.key, "opening", r), on_batch=c.progress.stage(f"openings round {r + 1}", len(rows))
+        )
+        c.progress.done_stage()
+        texts, finish = [], []
+        for i, g in zip(rows, gens, strict=True):
+            o = openings[i]
+            text = continue_opening(o.text, g.text)
+            c.results[i]["tokens"]["revision"] += g.completion_tokens
+            c.results[i]["rounds"].append(
+                _turn(r, o.principle, None, "opening", revision=text, behavior=o.behavior, opening=o.text)
+            )
+            texts.append(text)
+            finish.append(g.finish_reason)
+        self._apply(c, rows, texts, finish, opening=True)
+
+    def _critique_step(self, c: "_Chunk", r: int, s: int, steps: int, rows: list[int], plan: Mapping[int, list[str]]) -> None:
+        program, progress = self.program, c.progress
+        critic = self.models.generator("critic")
+        label = f"round {r + 1}" + (f".{s + 1}" if steps > 1 else "")
+        crit_prompts = [
+            self._critique_prompt(c.items[i], c.base[i], c.current[i], plan[i][s], c.history[i]) for i in rows
+        ]
+        crit = critic.generate(
+            [Prompt.from_chat(p) for p in crit_prompts],
+            replace(self._params(c.key, "critique", r, s), stop=STOP_STRINGS),
+            on_batch=progress.stage(f"critiques {label}", len(rows)),
+        )
+        progress.done_stage()
+        revise_rows = []
+        for i, g in zip(rows, crit, strict=True):
+            critique = g.text.strip()
+            c.results[i]["tokens"]["critique"] += g.completion_tokens
+            turn = _turn(r, plan[i][s], critique, "critique")
+            c.results[i]["rounds"].append(turn)
+            if program.is_satisfied(critique):
+                turn["satisfied"] = True
+                c.results[i]["stopped"] = "satisfied"
+            else:
+                revise_rows.append(i)
+            if c.on_step:
+                c.on_step("critique", i, dict(turn))
+        if not revise_rows:
+            return
+        rev_prompts = [
+            self._revision_prompt(
+                c.items[i], c.base[i], c.current[i], plan[i][s], c.results[i]["rounds"][-1]["critique"], c.history[i]
+            )
+            for i in revise_rows
+        ]
+        revs = critic.generate(
+            [Prompt.from_chat(p) for p in rev_prompts],
+            replace(self._params(c.key, "revision", r, s), stop=STOP_STRINGS),
+            on_batch=progress.stage(f"revisions {label}", len(revise_rows)),
+        )
+        progress.done_stage()
+        texts = []
+        for i, g in zip(revise_rows, revs, strict=True):
+            texts.append(g.text.strip())
+            c.results[i]["rounds"][-1]["revision"] = texts[-1]
+            c.results[i]["tokens"]["revision"] += g.completion_tokens
+        self._apply(c, revise_rows, texts, [g.finish_reason for g in revs], opening=False)
+
+    def _apply(self, c: "_Chunk", rows: list[int], texts: list[str], finish: list[str | None], *, opening: bool) -> None:
+        """Gate the rows' new revisions (ungated: every non-empty one is kept) and keep the accepted ones."""
+        verdicts = None
+        if self.gate is not None:
+            after = self._score(c, rows, texts, finish)
+            verdicts = [(self.gate.judge(c.scored[i], a), a) for i, a in zip(rows, after, strict=True)]
+        for k, (i, text) in enumerate(zip(rows, texts, strict=True)):
+            turn = c.results[i]["rounds"][-1]
+            keep = bool(text)
+            if verdicts is not None:
+                verdict, scored = verdicts[k]
+                turn["gate"] = verdict.model_dump(mode="json")
+                turn["accepted"] = keep = verdict.accepted
+                if keep:
+                    c.scored[i] = scored
+            if not opening and (keep or verdicts is None):
+                c.history[i].append(HistoryTurn(principle_id=turn["principle"], critique=turn["critique"], revision=text))
+            if keep:
+                c.current[i] = c.results[i]["final"] = text
+                if opening:  # the critique history starts again from the opened response
+                    c.base[i], c.history[i] = text, []
+            if c.on_step:
+                c.on_step("revision", i, dict(turn))
+
+    def _target(self, c: "_Chunk", i: int) -> dict[str, Any]:
+        """The record's SFT target: its last kept response (the last accepted revision, else the initial
+        response) if that passes the gate's target check, else None (excluded from SFT); ungated: the
+        final response."""
+        res = c.results[i]
+        if self.gate is None:
+            revised = any(t.get("revision") for t in res["rounds"])
+            return {"target": res["final"] or None, "target_source": "revision" if revised else "initial", "target_check": None}
+        source = "revision" if any(t.get("accepted") for t in res["rounds"]) else "initial"
+        check = self.gate.check_target(c.scored[i])
+        return {
+            "target": res["final"] if check.ok else None,
+            "target_source": source if check.ok else None,
+            "target_check": check.model_dump(mode="json"),
+        }
 
     def _critique_prompt(
         self, item: PromptItem, initial: str, current: str, pid: str, history: list[HistoryTurn]
@@ -356,3 +460,46 @@ class SLRunner:
         if self.options.history:
             return self.program.revision_messages(conv, initial, pid, critique, history)
         return self.program.revision_messages(conv, current, pid, critique, ())
+
+
+def _turn(
+    r: int,
+    principle: str,
+    critique: str | None,
+    mode: str,
+    *,
+    revision: str | None = None,
+    behavior: str | None = None,
+    opening: str | None = None,
+) -> dict[str, Any]:
+    """One round's record: ``mode`` ``critique`` (critique -> revision) or ``opening`` (a canonical
+    opening continued by the policy; ``critique`` None, ``skipped: "opening"``); ``gate``/``accepted``
+    are filled in when the revision is gated."""
+    return {
+        "round": r,
+        "principle": principle,
+        "mode": mode,
+        "critique": critique,
+        "skipped": "opening" if mode == "opening" else None,
+        "satisfied": False,
+        "revision": revision,
+        "behavior": behavior,
+        "opening": opening,
+        "gate": None,
+        "accepted": None,
+    }
+
+
+@dataclass
+class _Chunk:
+    """The working state of one :meth:`SLRunner.run_chunk` call."""
+
+    items: list[PromptItem]
+    key: str
+    progress: Any
+    on_step: Callable[[str, int, dict], None] | None
+    results: list[dict[str, Any]] = field(default_factory=list)
+    current: dict[int, str] = field(default_factory=dict)  # the latest kept response
+    base: dict[int, str] = field(default_factory=dict)  # the response the critique history starts from
+    history: dict[int, list[HistoryTurn]] = field(default_factory=dict)
+    scored: dict[int, Any] = field(default_factory=dict)  # gate scores of the current responses

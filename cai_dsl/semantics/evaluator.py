@@ -4,18 +4,27 @@ Used by the compiler (which principles apply to a tagged prompt), by `cai explai
 on complete scenarios, and, by enumeration over small domains, as the reference
 that the SMT checker is cross-checked against in tests. It never decides anything
 over all scenarios of a real constitution: that is the solver's job.
+
+A scenario maps each facet to a value name, or to a whole number for a number facet.
+Enumeration stays finite for number facets (:func:`number_points`): conditions only
+compare a facet with constants, so every value between two consecutive constants
+satisfies the same atoms; the range ends and ``c-1, c, c+1`` for each constant ``c``
+meet every such interval, which makes enumeration over these points exact.
 """
 
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping
+from typing import Iterable, Iterator, Mapping
+
+from pydantic import BaseModel
 
 from cai_dsl.lang import ast
 from cai_dsl.lang.resolver import Constitution, ResolvedDeployment
 
-Scenario = Mapping[str, str]
+Value = str | int  # a facet value name, or a number facet's number
+Scenario = Mapping[str, Value]
 
 
 def eval_expr(expr: ast.Expr | None, scenario: Scenario, facets: Mapping[str, ast.Facet]) -> bool:
@@ -39,6 +48,10 @@ def eval_expr(expr: ast.Expr | None, scenario: Scenario, facets: Mapping[str, as
 
 def _compare(node: ast.Comparison, scenario: Scenario, facets: Mapping[str, ast.Facet]) -> bool:
     actual = scenario[node.facet.name]
+    if (facets[node.facet.name].bounds is not None) != isinstance(node.value, ast.Number):
+        return False  # a kind mismatch (CAI126), false as in the SMT encoding
+    if isinstance(node.value, ast.Number):
+        return ast.NUMBER_COMPARATORS[node.op](int(actual), node.value.value)
     if node.op == "==":
         return actual == node.value.name
     if node.op == "!=":
@@ -48,10 +61,50 @@ def _compare(node: ast.Comparison, scenario: Scenario, facets: Mapping[str, ast.
     return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[node.op]
 
 
-def all_scenarios(facets: Mapping[str, ast.Facet]) -> Iterator[dict[str, str]]:
-    """Every assignment of one value per facet (exponential: small domains only)."""
+def number_constants(*nodes: BaseModel) -> dict[str, set[int]]:
+    """Per number facet, the numbers it is compared with anywhere in ``nodes`` (ASTs, a
+    :class:`Constitution`...)."""
+    out: dict[str, set[int]] = {}
+    stack: list[object] = list(nodes)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.Comparison):
+            if isinstance(node.value, ast.Number):
+                out.setdefault(node.facet.name, set()).add(node.value.value)
+        elif isinstance(node, BaseModel):
+            stack.extend(getattr(node, name) for name in type(node).model_fields)
+        elif isinstance(node, (tuple, list)):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            stack.extend(node.values())
+    return out
+
+
+def number_points(facet: ast.Facet, constants: Iterable[int] = ()) -> list[int]:
+    """The values of number facet ``facet`` that enumeration visits: its range ends and
+    ``c-1, c, c+1`` for each constant ``c`` it is compared with, inside the range (exact
+    for comparisons of the facet with constants; see the module docstring)."""
+    low, high = facet.bounds.low.value, facet.bounds.high.value
+    points = {low, high}
+    for c in constants:
+        points.update(p for p in (c - 1, c, c + 1) if low <= p <= high)
+    return sorted(points)
+
+
+def facet_domain(facet: ast.Facet, constants: Iterable[int] = ()) -> list[Value]:
+    """The values of ``facet`` enumeration visits: every value name, or :func:`number_points`."""
+    return number_points(facet, constants) if facet.bounds is not None else [v.name for v in facet.values]
+
+
+def all_scenarios(
+    facets: Mapping[str, ast.Facet], constants: Mapping[str, Iterable[int]] | None = None
+) -> Iterator[dict[str, Value]]:
+    """Every assignment of one value per facet (exponential: small domains only); number
+    facets take the points of :func:`number_points` for ``constants`` (see
+    :func:`number_constants`), which is exact for the conditions those constants come from."""
     names = sorted(facets)
-    for values in itertools.product(*([v.name for v in facets[n].values] for n in names)):
+    constants = constants or {}
+    for values in itertools.product(*(facet_domain(facets[n], constants.get(n, ())) for n in names)):
         yield dict(zip(names, values))
 
 
@@ -157,7 +210,7 @@ class BehaviorDecision:
 class ResolvedPolicy:
     """The resolved policy of one complete scenario."""
 
-    scenario: dict[str, str]
+    scenario: dict[str, Value]
     active: list[str]
     decisions: dict[str, BehaviorDecision]
     unresolved: list[Clash]

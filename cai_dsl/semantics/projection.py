@@ -1,5 +1,6 @@
 """Per-facet projections of conditions: a sound over-approximation of the values each
-facet may take where a condition holds, without a solver (used by CAI307)."""
+facet may take where a condition holds, without a solver (used by CAI307). Number
+facets are left out (any value)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ Projection = dict[str, frozenset[str]]  # facet -> values a scenario may take; a
 
 def _atom_values(node: ast.Comparison | ast.Membership, facets: Mapping[str, ast.Facet]) -> frozenset[str] | None:
     facet = facets.get(node.facet.name)
-    if facet is None:
+    if facet is None or facet.bounds is not None:  # number facets are not projected (constrain nothing)
         return None
     domain = [v.name for v in facet.values]
     if isinstance(node, ast.Membership):

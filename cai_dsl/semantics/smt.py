@@ -1,7 +1,7 @@
 """The SMT encoding of the semantics (z3) and named queries over it.
 
 Scenarios are never enumerated. Each facet becomes a bounded integer (the index
-of its value), ``when``/``assume``/``given`` conditions become constraints, and
+of its value; a number facet's own value, within its range), ``when``/``assume``/``given`` conditions become constraints, and
 the solver answers questions such as "is there a reachable scenario where these
 two principles are both active, clash, and nothing resolves the clash?" with a
 witness scenario. Only principle pairs that share a behavior (found through a
@@ -26,9 +26,9 @@ import z3
 from cai_dsl.lang import ast
 from cai_dsl.lang.resolver import Constitution, ResolvedDeployment
 from cai_dsl.semantics.budget import Budget, Undecided
-from cai_dsl.semantics.evaluator import Clash, clashes_between, outranks, priority_closure
+from cai_dsl.semantics.evaluator import Clash, Value, clashes_between, outranks, priority_closure
 
-Scenario = dict[str, str]
+Scenario = dict[str, Value]
 Activity = Literal["always", "sometimes", "never"]
 Status = Literal["forbidden", "required", "free"]
 
@@ -42,10 +42,14 @@ class ScenarioSpace:
         self.facets = constitution.facets
         self.vars = {name: z3.Int(f"facet!{name}", self.ctx) for name in sorted(self.facets)}
         self.index = {name: {v.name: i for i, v in enumerate(f.values)} for name, f in self.facets.items()}
-        self.domain = self.conj(
-            [z3.And(v >= 0, v < len(self.facets[name].values)) for name, v in self.vars.items()]
-        )
+        self.domain = self.conj([self._bounds(name, v) for name, v in self.vars.items()])
         self._cache: dict[str, z3.BoolRef] = {}
+
+    def _bounds(self, name: str, var: z3.ArithRef) -> z3.BoolRef:
+        facet = self.facets[name]
+        if facet.bounds is not None:
+            return z3.And(var >= facet.bounds.low.value, var <= facet.bounds.high.value)
+        return z3.And(var >= 0, var < len(facet.values))
 
     def true(self) -> z3.BoolRef:
         return z3.BoolVal(True, self.ctx)
@@ -93,9 +97,15 @@ class ScenarioSpace:
         if isinstance(node, ast.Membership):
             inside = self.disj([var == index[v.name] for v in node.values if v.name in index])
             return z3.Not(inside) if node.negated else inside
-        if node.value.name not in index:
+        number = self.facets[node.facet.name].bounds is not None
+        if number != isinstance(node.value, ast.Number):  # a kind mismatch (CAI126): false, as in the evaluator
+            return self.false()
+        if number:
+            i = node.value.value
+        elif node.value.name not in index:
             return z3.Bool(f"unknown!{node.facet.name}!{node.value.name}", self.ctx)
-        i = index[node.value.name]
+        else:
+            i = index[node.value.name]
         return {
             "==": var == i,
             "!=": var != i,
@@ -110,13 +120,20 @@ class ScenarioSpace:
         out = {}
         for name, var in self.vars.items():
             i = model.eval(var, model_completion=True).as_long()
-            values = self.facets[name].values
-            out[name] = values[min(max(i, 0), len(values) - 1)].name
+            facet = self.facets[name]
+            if facet.bounds is not None:
+                out[name] = min(max(i, facet.bounds.low.value), facet.bounds.high.value)
+            else:
+                out[name] = facet.values[min(max(i, 0), len(facet.values) - 1)].name
         return out
 
-    def scenario_constraint(self, scenario: dict[str, str]) -> z3.BoolRef:
+    def scenario_constraint(self, scenario: dict[str, Value]) -> z3.BoolRef:
         """Constraint fixing the given (possibly partial) scenario."""
-        return self.conj([self.vars[k] == self.index[k][v] for k, v in scenario.items() if k in self.vars])
+        return self.conj([self.vars[k] == self._code(k, v) for k, v in scenario.items() if k in self.vars])
+
+    def _code(self, facet: str, value: Value) -> int:
+        """The integer that stands for ``value`` of ``facet`` (a number facet's value is itself)."""
+        return int(value) if self.facets[facet].bounds is not None else self.index[facet][value]
 
 
 class DeploymentModel:

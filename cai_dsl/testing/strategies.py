@@ -20,9 +20,10 @@ from hypothesis import strategies as st
 
 from cai_dsl.core.errors import EXIT_DIAGNOSTICS, CaiError
 from cai_dsl.lang import ast
+from cai_dsl.lang.builder import MAX_WEIGHT
 from cai_dsl.lang.parser import grammar_text
 from cai_dsl.lang.resolver import Constitution, resolve
-from cai_dsl.semantics.evaluator import ResolvedPolicy, eval_expr, resolved_policy
+from cai_dsl.semantics.evaluator import ResolvedPolicy, eval_expr, number_constants, number_points, resolved_policy
 
 
 class ConstitutionErrors(CaiError):
@@ -58,10 +59,19 @@ def load(path: str | Path) -> LoadedConstitution:
 
 
 def scenarios(loaded: LoadedConstitution | Constitution, deployment: str | None = None) -> st.SearchStrategy[dict]:
-    """Complete scenarios (one value per facet); with ``deployment``, only reachable ones."""
+    """Complete scenarios (one value per facet); with ``deployment``, only reachable ones. A
+    number facet draws any number in its range, often one next to a compared constant."""
     constitution = loaded.constitution if isinstance(loaded, LoadedConstitution) else loaded
     facets = constitution.facets
-    strategy = st.fixed_dictionaries({name: st.sampled_from([v.name for v in f.values]) for name, f in sorted(facets.items())})
+    constants = number_constants(constitution)
+
+    def values(name: str, f: ast.Facet) -> st.SearchStrategy:
+        if f.bounds is None:
+            return st.sampled_from([v.name for v in f.values])
+        points = number_points(f, constants.get(name, ()))
+        return st.one_of(st.sampled_from(points), st.integers(f.bounds.low.value, f.bounds.high.value))
+
+    strategy = st.fixed_dictionaries({name: values(name, f) for name, f in sorted(facets.items())})
     if deployment is None:
         return strategy
     d = constitution.deployments[deployment]
@@ -72,12 +82,16 @@ def scenarios(loaded: LoadedConstitution | Constitution, deployment: str | None 
 
 _FACETS = {"topic": ["general", "medical", "cyber"], "risk": ["low", "medium", "high"], "intent": ["benign", "malicious"]}
 _ORDERED = {"risk"}
+_NUMBERS = {"dose": (0, 20)}  # number facets of the random constitutions: name -> range
 _BEHAVIORS = ["refuse", "caveat", "detail", "partial", "cite"]
 
 
 @st.composite
 def _condition(draw, depth: int = 2) -> str:
-    facet = draw(st.sampled_from(sorted(_FACETS)))
+    facet = draw(st.sampled_from(sorted(_FACETS) + sorted(_NUMBERS)))
+    if facet in _NUMBERS:
+        low, high = _NUMBERS[facet]
+        return f"{facet} {draw(st.sampled_from(_OPS))} {draw(st.integers(low, high))}"
     values = _FACETS[facet]
     kind = draw(st.sampled_from(["cmp", "in", "bool"] + (["and", "or", "not"] if depth > 0 else [])))
     if kind == "cmp":
@@ -99,7 +113,7 @@ def _condition(draw, depth: int = 2) -> str:
 def constitution_sources(draw, max_principles: int = 5) -> str:
     """Source text of a random valid constitution over a small scenario space.
 
-    Random conditions, effects, an exclusive set, authority levels, priorities (possibly
+    Random conditions (over symbolic facets and a number facet), effects, an exclusive set, authority levels, priorities (possibly
     cyclic), conflict rules with branches, and a deployment with random assumptions and
     a narrowing override: the
     kind of input on which the SMT checker is cross-checked against enumeration.
@@ -108,6 +122,8 @@ def constitution_sources(draw, max_principles: int = 5) -> str:
     for name, values in _FACETS.items():
         sep = " < " if name in _ORDERED else " | "
         lines.append(f"facet {name}: {sep.join(values)}")
+    for name, (low, high) in _NUMBERS.items():
+        lines.append(f"facet {name}: number [{low} .. {high}]")
     for b in _BEHAVIORS:
         lines.append(f"behavior {b}")
     lines.append("exclusive refuse, detail, partial")
@@ -200,6 +216,7 @@ _OPS = ["==", "!=", "<", "<=", ">", ">="]
 _atoms = st.one_of(
     st.builds(ast.BoolLiteral, value=st.booleans()),
     st.builds(ast.Comparison, facet=idents(), op=st.sampled_from(_OPS), value=idents()),
+    st.builds(ast.Comparison, facet=idents(), op=st.sampled_from(_OPS), value=st.builds(ast.Number, value=st.integers(-10**6, 10**6))),
     st.builds(
         ast.Membership,
         facet=idents(),
@@ -238,7 +255,9 @@ selectors = st.one_of(
 )
 
 effects = st.builds(ast.Effect, effect=st.sampled_from(["require", "forbid", "prefer"]), behaviors=_tuple(idents(), 1))
-weights = number_literals.map(lambda lit: ast.Weight(value=float(lit), literal=lit))
+weights = number_literals.filter(lambda lit: 0 <= float(lit) <= MAX_WEIGHT).map(
+    lambda lit: ast.Weight(value=float(lit), literal=lit)
+)
 examples = st.one_of(
     st.builds(ast.Example, prompt=_opt(texts()), response=_opt(texts()), critique=_opt(texts()), revision=_opt(texts())),
     st.builds(
@@ -315,6 +334,10 @@ def _facet(name: ast.Ident, values: tuple, ordered: bool) -> ast.Facet:
     return ast.Facet(name=name, values=values, ordered=ordered and len(values) >= 2)
 
 
+def _number_facet(name: ast.Ident, low: int, width: int) -> ast.Facet:
+    return ast.Facet(name=name, bounds=ast.NumberRange(low=ast.Number(value=low), high=ast.Number(value=low + width)))
+
+
 #: A behavior's observation block (markers, patterns, judges, openings).
 observes = st.builds(
     ast.Observe,
@@ -329,6 +352,7 @@ items = st.one_of(
     st.builds(ast.Source, text=texts()),
     st.builds(ast.Import, path=texts()),
     st.builds(_facet, idents(), _tuple(idents(), 1, 4), st.booleans()),
+    st.builds(_number_facet, idents(), st.integers(-1000, 1000), st.integers(0, 10**6)),
     st.builds(ast.Behavior, name=idents(), description=_opt(texts()), observe=_opt(observes)),
     st.builds(ast.Exclusive, members=_tuple(idents(), 2, 4)),
     principles,

@@ -6,7 +6,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 
 from cai_dsl.check.checker import check
-from cai_dsl.semantics.evaluator import all_scenarios, reachable, resolved_policy
+from cai_dsl.semantics.evaluator import all_scenarios, number_constants, reachable, resolved_policy
 from cai_dsl.lang.resolver import resolve
 from cai_dsl.testing import constitution_sources
 
@@ -193,7 +193,7 @@ def test_witnesses_reproduce_and_checker_is_complete(tmp_path_factory, text):
             assert frozenset(d.principles) in {frozenset((c.first, c.second)) for c in policy.unresolved}
     # and every unresolved clash the evaluator finds by enumeration is reported
     found = set()
-    for scenario in all_scenarios(constitution.facets):
+    for scenario in all_scenarios(constitution.facets, number_constants(constitution)):
         if reachable(deployment, scenario, constitution.facets):
             for clash in resolved_policy(constitution, deployment, scenario).unresolved:
                 found.add(frozenset((clash.first, clash.second)))

@@ -218,3 +218,35 @@ def test_cai_sl_on_the_embedded_model(tmp_path, embedded_model):
     model = PeftModel.from_pretrained(base, str(out / "adapter"))
     assert any("lora_A" in name for name, _ in model.named_parameters())
     assert "anthropic-2022.const" in (out / "adapter" / "README.md").read_text()
+
+
+def test_cai_run_prints_the_effect_table_and_verdict(capsys):
+    """The end of `cai run`: the base -> SL -> RL table with intervals and paired tests, the judge, the win-rate
+    flag and the verdict line with the numbers (fixed numbers, no model)."""
+    from cai_dsl.cli.pipeline import print_effect
+    from cai_dsl.pipeline.effect import Effect
+    from cai_dsl.run.eval import summarize, verdict
+    from cai_dsl.run.eval.result import ResponseRow
+    from cai_dsl.run.policy.metrics import Outcome
+
+    def row(s, i, m, harmful=False, refusal=False):
+        o = Outcome(harmful_compliance=harmful, refusal=refusal, over_refusal=refusal and s == "benign", degenerate=False)
+        return ResponseRow(set=s, id=f"{s}{i}", model=m, response="r", finish_reason="stop", markers=o, judge=o)
+
+    comply = {"base": 30, "sl": 20, "rl": 18}
+    rows = [row("red_team", i, m, harmful=i < k, refusal=i >= k) for m, k in comply.items() for i in range(40)]
+    rows += [row("benign", i, m, refusal=m != "base" and i < 2) for m in comply for i in range(20)]
+    ev = summarize(deployment="base", constitution="c", program_hash="h",
+                   sets={"red_team": [f"red_team{i}" for i in range(40)], "benign": [f"benign{i}" for i in range(20)]},
+                   adapters={"base": None, "sl": "/sl", "rl": "/rl"}, rows=rows, judge_behaviors=["refuse"],
+                   comparisons=[{"a": "base", "b": "sl", "p_a": 0.5, "consistent": [False, False]}])
+    print_effect(Effect(evaluation=ev, verdict=verdict(ev), path=None, seconds=1.0), indent="")
+    out = " ".join(capsys.readouterr().out.split())
+    assert "held-out prompts: 40 red_team, 20 benign" in out
+    assert "harmful compliance (red team) 75% [60-86] n=40 50% [35-65] n=40 45% [31-60] n=40 -25 pts, p=0.00195" in out
+    assert "sl -> rl" in out and "-5 pts, p=0.5, not significant" in out
+    assert "markers vs judge: harmful_compliance kappa 1.00 (100% agree, n=120)" in out
+    assert "NO SIGNAL" in out
+    assert "target NOT met (rl vs base): over-refusal up 10 points (allowed <= 5)" in out
+    assert "harmful compliance 75% [60-86] n=40 -> 45% [31-60] n=40 (-30 points, p=0.000488)" in out
+    assert "metric (judge) base sl rl base -> sl" in out

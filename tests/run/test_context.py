@@ -89,8 +89,9 @@ def test_every_stage_asks_the_one_context(gpu, program, auto_target, tmp_path, m
     monkeypatch.setattr(trl, "SFTConfig", FakeTrainerConfig)
     from cai_dsl.lang.resolver import resolve
     from cai_dsl.run.empirical import measure_principles  # noqa: F401 - the module loads
-    from cai_dsl.run.evaluation import evaluate_models
+    from cai_dsl.run.eval import evaluate_models
     from cai_dsl.run.feedback import ModelPool, default_prompts, feedback_models_for, run_label
+    from cai_dsl.run.policy.score import PolicyScorer
     from cai_dsl.run.sl_loop import ModelSet
     from cai_dsl.run.train.dpo import run_dpo
     from cai_dsl.run.train.reward_model import PreferencePair
@@ -105,7 +106,7 @@ def test_every_stage_asks_the_one_context(gpu, program, auto_target, tmp_path, m
         "sft": lambda: train_sft(tmp_path / "sl", progress=False),
         "label": lambda: run_label(program, tmp_path / "label", default_prompts()[:1], show_progress=False),
         "dpo": lambda: run_dpo(program, tmp_path / "dpo", [PreferencePair("p", "q", "a", "b", 0.9)], show_progress=False),
-        "eval": lambda: evaluate_models(program, sl_adapter=adapter, limit=1, show_progress=False),
+        "eval": lambda: evaluate_models(program, PolicyScorer(resolve(ANTHROPIC), "rl_cai"), sl_adapter=adapter, show_progress=False),
         "feedback": lambda: feedback_models_for(program, ModelPool.of(program)),
     }
     for name, call in stages.items():

@@ -144,38 +144,21 @@ def test_empirical_lints_on_the_tiny_model(tmp_path, tiny_model_dir):
     assert all(d.span is not None and d.span.line in (1,) for d in diags if d.severity == "warning")
 
 
-def test_evaluate_models_on_the_tiny_model(tmp_path, tiny_model_dir):
-    import torch
-    from peft import LoraConfig, get_peft_model
+def _evaluation(evil):
+    from cai_dsl.run.eval import summarize
+    from cai_dsl.run.eval.result import ResponseRow
+    from cai_dsl.run.policy.metrics import Outcome
 
-    from cai_dsl.compile.compiler import compile_file
-    from cai_dsl.run.evaluation import evaluate_models
-    from cai_dsl.run.loading import load_model
+    def o(h=False, d=False):
+        return Outcome(harmful_compliance=h, refusal=not h, over_refusal=False, degenerate=d)
 
-    for name, seed in (("sl", 1), ("rl", 2)):
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = get_peft_model(load_model(str(tiny_model_dir)).model,
-                                   LoraConfig(task_type="CAUSAL_LM", r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
-        model.save_pretrained(str(tmp_path / name))
-    program, _ = compile_file(ANTHROPIC, "base", _tiny_target(tmp_path, tiny_model_dir))
-    report = evaluate_models(program, sl_adapter=tmp_path / "sl", rl_adapter=tmp_path / "rl", limit=2,
-                             out_dir=tmp_path / "eval", show_progress=False)
-    assert set(report["models"]) == {"base", "sl", "rl"}
-    for m in report["models"].values():
-        assert m["harmlessness"]["comparisons"] == 4 and m["helpfulness"]["comparisons"] == 4
-        assert 0.0 <= m["refusal_rate_benign"] <= 1.0
-    assert report["models"]["base"]["harmlessness"]["elo"] == 1000.0
-    helpful = report["principles"]["helpfulness"]
-    assert helpful["tagged"] and all("helpfulness" in program.principle(p).tags for p in helpful["ids"])
-    assert len(report["principles"]["harmlessness"]["ids"]) > len(helpful["ids"])
-    assert (tmp_path / "eval" / "models.json").is_file()
-    gens = {(m, i): r for m, i, r in [(json.loads(l)["model"], json.loads(l)["id"], json.loads(l)["response"])
-                                      for l in (tmp_path / "eval" / "records.jsonl").read_text().splitlines() if '"gen:' in l]}
-    assert any(gens[("base", p)] != gens[("sl", p)] for p in report["prompts"]["harmlessness"])  # adapters switched
-    again = evaluate_models(program, sl_adapter=tmp_path / "sl", rl_adapter=tmp_path / "rl", limit=2,
-                            out_dir=tmp_path / "eval", show_progress=False)
-    assert again["models"] == report["models"]
+    rows = [ResponseRow(set="red_team", id="r1", model=m, response=evil, finish_reason="stop", markers=o(h=m == "base"), judge=o())
+            for m in ("base", "rl")]
+    rows += [ResponseRow(set="benign", id="b1", model=m, response="fine", finish_reason="stop", markers=o(d=m == "base"))
+             for m in ("base", "rl")]
+    return summarize(deployment="d", constitution="c", program_hash="h", sets={"red_team": ["r1"], "benign": ["b1"]},
+                     adapters={"base": None, "rl": "/rl"}, rows=rows, judge_behaviors=["refuse"],
+                     comparisons=[{"a": "base", "b": "rl", "p_a": 0.5, "consistent": [False]}])
 
 
 def test_report_is_self_contained_and_escaped(tmp_path):
@@ -191,16 +174,23 @@ def test_report_is_self_contained_and_escaped(tmp_path):
     (run / "ppo" / "metrics.jsonl").write_text("".join(
         json.dumps({"step": s, "reward": 0.1 * s, "kl": 0.01 * s, "entropy": 2.0, "clip_fraction": 0.1, "value_loss": 1.0,
                     "samples": [{"prompt": "q", "response": evil, "reward": 0.1}]}) + "\n" for s in (1, 2, 3)))
-    (run / "eval" / "models.json").write_text(json.dumps({"models": {
-        "base": {"harmlessness": {"elo": 1000.0, "win_rate": 0.4}, "helpfulness": {"elo": 1000.0, "win_rate": 0.5}, "refusal_rate_benign": 0.0},
-        "rl": {"harmlessness": {"elo": 1050.0, "win_rate": 0.6}, "helpfulness": {"elo": 990.0, "win_rate": 0.5}, "refusal_rate_benign": 0.25}},
-        "examples": [{"set": "harmlessness", "prompt": "q", "responses": {"base": evil, "rl": "no"}}]}))
+    (run / "eval" / "models.json").write_text(json.dumps(_evaluation(evil).model_dump(mode="json")))
+    (run / "sl-data.jsonl").write_text(json.dumps({"id": "s1", "prompt": evil, "rounds": [
+        {"principle": "harm.x", "revision": "I'm afraid, I'm afraid", "gate": {"accepted": False, "reasons": ["quality: repeated_run"]}},
+        {"principle": "harm.x", "revision": "I can't help with that, because", "opening": "I can't help", "gate": {"accepted": True, "reasons": []}},
+    ]}) + "\n")
+    (run / "labels.json").write_text(json.dumps({"signal": {"has_signal": False, "reason": "consistency at chance", "consistency": 0.5,
+                                                            "comparisons": 16, "position_bias": 0.87, "option_mass": 0.3}}))
     html = build_report(run)
     assert evil not in html and "&lt;script&gt;" in html
     assert html.count("<svg") >= 5 and "<script" not in html
     assert "src=" not in html and "http://" not in html.replace("http://www.w3.org/2000/svg", "")
-    for section in ("Models: harmlessness vs helpfulness", "PPO", "AI feedback labels", "Per principle"):
+    for section in ("Held-out evaluation: base -> SL -> RL", "PPO", "AI feedback labels", "Per principle",
+                    "SL-CAI revisions", "Rejected revisions", "The same metrics by an independent judge"):
         assert section in html
+    assert "target NOT met" in html and "not significant" in html and "No signal" in html and "NO SIGNAL" in html
+    assert "2 revisions proposed, 1 accepted, 1 rejected" in html and "quality: repeated_run" in html
+    assert "Degenerate answers: base 1/2" in html
     assert write_report(run) == run / "report.html" and (run / "report.html").read_text().startswith("<!DOCTYPE html>")
     proc = cai("report", "--run", str(tmp_path / "missing"))
     assert proc.returncode == 2 and "no such run directory" in proc.stderr
@@ -237,6 +227,8 @@ def test_rlaif_job_end_to_end_on_the_tiny_model(tmp_path, tiny_model_dir, capsys
     out = capsys.readouterr().out
     for stage in ("[rl 1/5]", "[rl 2/5]", "[rl 3/5]", "[rl 4/5]", "[rl 5/5]"):
         assert stage in out
+    # the paper's rl_cai policy decides nothing harmful: no red-team set, and the verdict says so
+    assert "over-refusal (benign look-alikes)" in out and "target NOT met (rl vs base): no harmful-compliance measurement" in out
     base = tmp_path / "run" / "rlaif"
     for path in ("preferences.jsonl", "pm/pm.json", "ppo/metrics.jsonl", "ppo/policy/adapter_model.safetensors",
                  "ppo/policy/cai-adapter.json", "eval/models.json", "report.html"):

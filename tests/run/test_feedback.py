@@ -205,3 +205,90 @@ def test_cli_label_bad_prompts_file(tmp_path):
         capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 2 and "no deployment `nope`" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# ---------------------------------------------------------------------------------------------------- label signal
+
+
+def _signal_record(i: int, p_ab: float, p_ba: float, mass: float, policy=(None, None)) -> dict:
+    p_first = (p_ab + 1 - p_ba) / 2
+    return {"id": f"r{i}", "responses": [f"first {i}", f"second {i}"], "p_first": p_first, "policy_scores": list(policy),
+            "scores": {"p0": {"p_ab": [p_ab], "p_ba": [p_ba], "mass_ab": [mass], "mass_ba": [mass]}}}
+
+
+def test_binomial_tail_by_hand():
+    from cai_dsl.run.label_signal import binomial_tail
+
+    assert binomial_tail(9, 10) == pytest.approx(11 / 1024)  # C(10,9) + C(10,10) over 2^10
+    assert binomial_tail(0, 5) == 1.0 and binomial_tail(3, 3) == pytest.approx(1 / 8)
+
+
+def test_position_biased_feedback_has_no_signal_and_labels_come_from_the_policy():
+    from cai_dsl.run.label_signal import label_record, measure_signal
+
+    # the embedded model's pattern: ~87% on B in both orders -> never order-consistent
+    rows = [_signal_record(i, 0.13, 0.13, 0.3, policy=(1.0, 0.0) if i % 2 else (0.2, 0.2)) for i in range(16)]
+    signal = measure_signal(rows)
+    assert (signal.comparisons, signal.consistent, signal.consistency) == (16, 0, 0.0)
+    assert signal.p_value == 1.0 and signal.position_bias == pytest.approx(0.13) and signal.option_mass == pytest.approx(0.3)
+    assert not signal.has_signal and signal.source == "policy" and signal.feedback_weight == 0.0
+    assert sum(signal.label_histogram) == 16 and signal.label_quantiles[2] == pytest.approx(0.5)
+    decided = label_record(rows[1], signal)  # policy prefers the first response
+    assert decided["source"] == "policy" and decided["chosen"] == "first 1" and decided["probability"] == 1.0
+    assert not decided["no_signal"] and decided["p_first"] == rows[1]["p_first"]
+    tie = label_record(rows[0], signal)
+    assert tie["probability"] == 0.5 and tie["no_signal"] and tie["policy_p"] == 0.5
+    undecided = label_record(_signal_record(99, 0.13, 0.13, 0.3), signal)  # no policy scores: a no-signal label
+    assert undecided["probability"] == 0.5 and undecided["no_signal"] and undecided["policy_p"] is None
+
+
+def test_consistent_feedback_has_signal_and_partial_signal_mixes():
+    from cai_dsl.run.label_signal import SignalRule, label_record, measure_signal
+
+    good = [_signal_record(i, 0.9, 0.1, 0.8, policy=(0.0, 1.0)) for i in range(12)]
+    signal = measure_signal(good)
+    assert signal.consistency == 1.0 and signal.p_value == pytest.approx(0.5**12) and signal.has_signal
+    assert signal.source == "feedback" and signal.consistency_ci[0] > 0.7
+    record = label_record(good[0], signal)
+    assert record["source"] == "feedback" and record["chosen"] == "first 0" and record["probability"] == pytest.approx(0.9)
+
+    # consistent but the model hardly answers A/B (mass 0.2): some signal, w = 2 * (consistency - 0.5)
+    mixed_rows = [_signal_record(i, 0.9, 0.1, 0.2, policy=(0.0, 1.0)) if i < 9 else _signal_record(i, 0.9, 0.9, 0.2, policy=(0.0, 1.0))
+                  for i in range(12)]
+    mixed = measure_signal(mixed_rows)
+    assert mixed.consistency == pytest.approx(0.75) and not mixed.has_signal
+    assert mixed.source == "mixed" and mixed.feedback_weight == pytest.approx(0.5)
+    r = label_record(mixed_rows[0], mixed)  # 0.5 * 0.9 + 0.5 * 0 = 0.45: the second response wins with 0.55
+    assert r["source"] == "mixed" and r["chosen"] == "second 0" and r["probability"] == pytest.approx(0.55)
+    forced = measure_signal(mixed_rows, SignalRule(source="feedback"))
+    assert forced.source == "feedback" and "forced" in forced.reason
+
+
+def test_option_mass_is_recorded_per_order():
+    from cai_dsl.run.feedback import FeedbackModel, FeedbackScorer, PairQuery
+
+    program = compiled()
+    (j,) = FeedbackScorer(program, [FeedbackModel(FakeBackend(lambda a, b: (-1.0, -2.0)))]).judge(
+        [PairQuery(key="x", conversation="hi", first="one", second="two", principles=("cai.compare.p00",))]
+    )
+    d = j.details["cai.compare.p00"]
+    assert d["mass_ab"] == pytest.approx([math.exp(-1) + math.exp(-2)]) and d["mass_ba"] == d["mass_ab"]
+
+
+def test_label_pairs_with_policy_scorer_writes_signal_and_sources(tmp_path, tiny_model_dir):
+    import cai_dsl
+    from cai_dsl.run.feedback import default_prompts, label_pairs, read_label_manifest
+    from cai_dsl.run.policy.score import PolicyScorer
+
+    program = compiled(target=tiny_target(tmp_path, tiny_model_dir))
+    scorer = PolicyScorer(cai_dsl.load(ANTHROPIC), "rl_cai")
+    summary = label_pairs(program, scorer, tmp_path / "l", default_prompts()[:4], show_progress=False)
+    assert summary.signal is not None and summary.signal.comparisons >= 4 and summary.records == 4
+    rows = _records(summary.path)
+    assert all(r["source"] == summary.signal.source and "provisional" not in r for r in rows)
+    assert all(len(r["policy_scores"]) == 2 for r in rows) and summary.sources == {summary.signal.source: 4}
+    assert summary.no_signal == sum(r["no_signal"] for r in rows)
+    manifest = read_label_manifest(tmp_path / "l")
+    assert manifest["signal"] == summary.signal and manifest["records"] == 4
+    again = label_pairs(program, scorer, tmp_path / "l", default_prompts()[:4], show_progress=False)
+    assert again.new == 0 and _records(summary.path) == rows

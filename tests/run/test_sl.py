@@ -146,7 +146,8 @@ def test_default_sample_is_deterministic_and_mixes_helpful_prompts():
     assert all(i.id.startswith("hp-") == i.helpful for i in a)
     assert [i.id for i in default_prompts(8, seed=1)] != [i.id for i in a]
     everything = default_prompts(None)
-    assert sum(not i.helpful for i in everything) == 221 and sum(i.helpful for i in everything) == 74
+    # the train split only (issue #10: held-out prompts are never sampled): 173 of the 221 red-team prompts
+    assert sum(not i.helpful for i in everything) == 173 and sum(i.helpful for i in everything) == 58
     assert all(i.scenario for i in everything)
     with pytest.raises(SLError):
         default_prompts(0)

@@ -1,11 +1,14 @@
 """The SMT encoding and its named queries, cross-checked against the plain evaluator."""
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, settings, strategies as st
 
+from cai_dsl.lang import ast
 from cai_dsl.lang.resolver import resolve
 from cai_dsl.semantics.evaluator import (
     active_principles,
     all_scenarios,
+    number_constants,
+    number_points,
     clashes_between,
     conflict_winner,
     reachable,
@@ -87,7 +90,7 @@ def test_symbolic_policy_matches_evaluator(tmp_path_factory, text):
     deployment = constitution.deployments["base"]
     space = ScenarioSpace(constitution)
     model = DeploymentModel(space, deployment)
-    for scenario in all_scenarios(constitution.facets):
+    for scenario in all_scenarios(constitution.facets, number_constants(constitution)):
         if not reachable(deployment, scenario, constitution.facets):
             continue
         policy = resolved_policy(constitution, deployment, scenario)
@@ -122,7 +125,7 @@ def test_final_always_wins_matches_enumeration(tmp_path_factory, text):
     model = DeploymentModel(ScenarioSpace(constitution), deployment)
     for pid in deployment.principle_ids:
         losing: set[str] = set()
-        for scenario in all_scenarios(constitution.facets):
+        for scenario in all_scenarios(constitution.facets, number_constants(constitution)):
             if not reachable(deployment, scenario, constitution.facets):
                 continue
             active = {p.id.name: p for p in active_principles(deployment, scenario, constitution.facets)}
@@ -133,3 +136,43 @@ def test_final_always_wins_matches_enumeration(tmp_path_factory, text):
                     if conflict_winner(constitution, deployment, pid, other, scenario)[0] != pid:
                         losing.add(other)
         assert set(model.final_always_wins(pid)) == losing
+
+
+# ------------------------------------------------------------------ number facets
+
+DOSES = """
+facet dose_mg: number [0 .. 10000]
+behavior refuse
+behavior detail
+principle harm.dose { when dose_mg > 500  require refuse }
+principle help.dose { when dose_mg >= 100 and dose_mg != 700  forbid refuse }
+"""
+
+
+def test_number_facet_witness_is_a_number_in_range(tmp_path_factory):
+    constitution = _resolve_text(tmp_path_factory, DOSES + "deployment base { include *  assume dose_mg <= 600 }\n")
+    model = DeploymentModel(ScenarioSpace(constitution), constitution.deployments["base"])
+    witness = model.clash_unresolved("harm.dose", "help.dose")
+    assert isinstance(witness["dose_mg"], int) and 500 < witness["dose_mg"] <= 600
+    assert model.reachable({"dose_mg": 700}) is None  # outside the assumption
+    assert model.activity("harm.dose", {"dose_mg": 501}) == "always"
+    assert model.activity("harm.dose", {"dose_mg": 500}) == "never"
+
+
+def test_number_points_are_the_boundaries_inside_the_range(tmp_path_factory):
+    constitution = _resolve_text(tmp_path_factory, DOSES + "deployment base { include * }\n")
+    constants = number_constants(constitution)
+    assert constants == {"dose_mg": {100, 500, 700}}
+    assert number_points(constitution.facets["dose_mg"], constants["dose_mg"]) == [0, 99, 100, 101, 499, 500, 501, 699, 700, 701, 10000]
+    assert number_points(constitution.facets["dose_mg"], [0, 10000, 20000]) == [0, 1, 9999, 10000]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["==", "!=", "<", "<=", ">", ">="]), st.integers(-3, 12)), min_size=1, max_size=4))
+def test_number_points_see_every_truth_assignment(atoms):
+    """Enumerating the points is exact: every combination of atom truths that some value in the
+    range gives, some point gives too."""
+    facet = ast.Facet(name=ast.Ident(name="n"), bounds=ast.NumberRange(low=ast.Number(value=0), high=ast.Number(value=9)))
+    truths = lambda v: tuple(ast.NUMBER_COMPARATORS[op](v, c) for op, c in atoms)  # noqa: E731
+    everywhere = {truths(v) for v in range(0, 10)}
+    assert {truths(v) for v in number_points(facet, [c for _, c in atoms])} == everywhere

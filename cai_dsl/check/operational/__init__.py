@@ -1,4 +1,4 @@
-"""Operationalizability lints (CAI301-CAI308): can a model actually use a principle?
+"""Operationalizability lints (CAI301-CAI308, CAI312): can a model actually use a principle?
 
 A principle the model cannot evaluate constrains nothing. These lints look at each
 principle of a deployment (after ``override``) with small, transparent heuristics,
@@ -14,7 +14,11 @@ Entry points:
   with the deployment's name.
 * :func:`lint_constitution` -- every deployment of a constitution, repeats collapsed
   by rule scope (:func:`cai_dsl.diagnostics.dedupe.dedupe`: everything but CAI307 once
-  per source location), plus the root file's principles that no deployment includes.
+  per source location), plus the root file's principles that no deployment includes;
+  also the near-duplicate pairs (CAI312, :mod:`.near_duplicate`) of each deployment.
+
+The checker summarizes CAI306 per file and CAI307 per deployment after suppressions
+(:mod:`.summary`); these entry points return one finding per principle.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from cai_dsl.check.operational import (
     compare_question,
     compound,
     examples,
+    near_duplicate,
     negative_framing,
     over_refusal,
     prompt_forms,
@@ -39,7 +44,7 @@ from cai_dsl.diagnostics.dedupe import dedupe
 from cai_dsl.lang import ast
 from cai_dsl.lang.resolver import Constitution, ResolvedDeployment
 
-__all__ = ["INTRINSIC_LINTS", "OPERATIONALIZABILITY_CODES", "lint_constitution", "lint_principles"]
+__all__ = ["INTRINSIC_LINTS", "NEAR_DUPLICATE_CODE", "OPERATIONALIZABILITY_CODES", "lint_constitution", "lint_principles"]
 
 PrincipleLint = Callable[[ast.Principle, Texts, LintContext, dict], list[Diagnostic]]
 
@@ -49,10 +54,13 @@ INTRINSIC_LINTS: tuple[tuple[Rule, PrincipleLint], ...] = tuple(
     for m in (vague_wording, compare_question, compound, negative_framing, unpaired, examples, prompt_forms)
 )
 
-#: Every rule of this package (CAI307 is checked per deployment by :mod:`.over_refusal`).
+#: The per-principle rules of this package, CAI301-CAI308 (CAI307 is checked per deployment
+#: by :mod:`.over_refusal`; the pairwise CAI312 is :data:`NEAR_DUPLICATE_CODE`).
 OPERATIONALIZABILITY_CODES: tuple[str, ...] = tuple(
     sorted([rule.code for rule, _ in INTRINSIC_LINTS] + [over_refusal.RULE.code])
 )
+
+NEAR_DUPLICATE_CODE: str = near_duplicate.RULE.code
 
 
 def _intrinsic(p: ast.Principle, ctx: LintContext, where: dict) -> list[Diagnostic]:
@@ -78,7 +86,7 @@ def _gc_paused() -> Iterator[None]:
 
 
 def lint_principles(constitution: Constitution, deployment: ResolvedDeployment) -> list[Diagnostic]:
-    """CAI301-CAI308 over ``deployment``'s principles (after overrides), in principle order."""
+    """CAI301-CAI308 and CAI312 over ``deployment``'s principles (after overrides), in principle order."""
     with _gc_paused():
         return _lint_principles(constitution, deployment, LintContext(constitution))
 
@@ -89,6 +97,7 @@ def _lint_principles(constitution: Constitution, deployment: ResolvedDeployment,
     for p in deployment.principles:
         out.extend(_intrinsic(p, ctx, where))
     out.extend(over_refusal.check_deployment(constitution, deployment, ctx))
+    out.extend(near_duplicate.check_principles(deployment.principles, where))
     order = {pid: i for i, pid in enumerate(deployment.principle_ids)}
     out.sort(key=lambda d: (order.get(d.principles[0], -1) if d.principles else -1, d.code))
     return out
@@ -113,7 +122,10 @@ def lint_constitution(constitution: Constitution, deployments: Iterable[str] | N
             covered.update(deployment.principle_ids)
             out.extend(_lint_principles(constitution, deployment, ctx))
         if deployments is None:
-            for pid, p in constitution.principles.items():
-                if pid not in covered and p.span.file == constitution.root:
-                    out.extend(_intrinsic(p, ctx, {}))
+            orphans = [
+                p for pid, p in constitution.principles.items() if pid not in covered and p.span.file == constitution.root
+            ]
+            for p in orphans:
+                out.extend(_intrinsic(p, ctx, {}))
+            out.extend(near_duplicate.check_principles(orphans, {}))
     return dedupe(out)

@@ -128,6 +128,11 @@ RESPONSE_VERBS_EXTRA: tuple[str, ...] = (
 #: Criteria joined in one sentence of a compare/critique at which it counts as compound.
 MIN_JOINED_CRITERIA = 2
 
+#: The prompt forms checked for joined criteria (a ``revise`` lists what the rewrite
+#: must do, often several facets of one demand: "states its limitations and says when
+#: to consult a clinician").
+CRITERIA_FIELDS: tuple[str, ...] = ("critique", "compare")
+
 #: Imperative clauses in one prompt text at which it counts as compound.
 MIN_COMPOUND_DEMANDS = 3
 

@@ -1,6 +1,8 @@
 """CAI301 vague-wording: a prompt text that names no observable cue (``OBSERVABLE_CUES``
-or a declared behavior's name) and uses a vague evaluative term (``VAGUE_TERMS``) or
-has fewer than ``MIN_WORDS`` words."""
+or a declared behavior's name) and uses a vague evaluative term (``VAGUE_TERMS``, not
+inside a ``VAGUE_EXEMPT_PHRASES`` phrase such as "good mental health") or has fewer
+than ``MIN_WORDS`` words; or, cue or not, a clause that is a bare judgement ("..., and
+that is good": ``JUDGEMENT_SUBJECTS`` + ``JUDGEMENT_COPULAS`` + only vague terms)."""
 
 from __future__ import annotations
 
@@ -17,11 +19,14 @@ def check(p: ast.Principle, texts: Texts, ctx: LintContext, where: dict) -> list
     out = []
     for field, text in texts:
         facts = analyze(text.value)
-        if facts.has_cue or any(b in facts.joined for b in ctx.behavior_phrases):
-            continue
         vague = facts.vague
         words = facts.words
-        if vague:
+        if facts.judgements:
+            terms = ", ".join(f"\"{t}\"" for t in facts.judgements)
+            message = f"`{p.id.name}` {field} judges something {terms} without saying what to observe"
+        elif facts.has_cue or any(b in facts.joined for b in ctx.behavior_phrases):
+            continue
+        elif vague:
             terms = ", ".join(f"\"{t}\"" for t in vague)
             message = f"`{p.id.name}` {field} uses {terms} but names nothing observable in a response"
         elif words < MIN_WORDS:

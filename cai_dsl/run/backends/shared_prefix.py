@@ -49,23 +49,37 @@ class PrefixState:
     calls: int = 0
     keys: dict[int, Any] = field(default_factory=dict)
     values: dict[int, Any] = field(default_factory=dict)
+    _bias: Any = None
+    _bias_key: tuple[int, int, Any] | None = None
+
+    def bias(self, start: int, end: int, dtype: Any) -> Any:
+        """The additive mask ``(B, end - start, end)`` of query columns ``start:end`` over key columns ``:end``:
+        0 where the key is a real token at or before the query, -inf elsewhere; each column sees itself
+        (padding queries then see one key, so nothing is NaN, and no real token ever sees a padding key).
+        Built once per forward pass (all layers share it)."""
+        if self._bias_key != (start, end, dtype):
+            device = self.valid.device
+            rows = torch.arange(start, end, device=device)[:, None]
+            cols = torch.arange(end, device=device)[None, :]
+            seen = (self.valid[:, None, :end] & (cols <= rows)[None]) | (cols == rows)[None]
+            self._bias = torch.zeros(seen.shape, dtype=dtype, device=device).masked_fill(~seen, float("-inf"))
+            self._bias_key = (start, end, dtype)
+        return self._bias
 
 
-def _stats_attention(q: Any, k: Any, v: Any, mask: Any | None) -> tuple[Any, Any]:
-    """Softmax attention of ``q (..., n, d)`` over ``k, v (..., m, d)`` (``mask`` True = visible, broadcast to
-    the scores); returns (output in float32, log-sum-exp); rows that see nothing get output 0, lse -inf."""
-    scores = torch.matmul(q, k.transpose(-1, -2)).float()
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
-    top = scores.amax(dim=-1, keepdim=True)
-    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
-    weights = torch.exp(scores - top)
-    total = weights.sum(dim=-1, keepdim=True)
-    out = torch.matmul(weights.to(v.dtype), v).float() / total.clamp_min(torch.finfo(torch.float32).tiny)
-    return out, torch.log(total) + top
+def _stats_attention(q: Any, k: Any, v: Any, bias: Any | None, scale: float) -> tuple[Any, Any]:
+    """Softmax attention of ``q (B, H, n, d)`` over ``k, v (B, H, m, d)`` with an additive ``bias`` (0 or -inf,
+    broadcast to the scores; every row sees at least one key): (output, log-sum-exp ``(B, H, n, 1)``)."""
+    if q.device.type == "cpu":
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, attn_mask=bias, scale=scale)
+        return out, lse.unsqueeze(-1)
+    scores = torch.matmul(q, k.transpose(-1, -2)).float() * scale
+    if bias is not None:
+        scores = scores + bias
+    return torch.matmul(torch.softmax(scores, dim=-1).to(v.dtype), v), torch.logsumexp(scores, dim=-1, keepdim=True)
 
 
-def _attend(state: PrefixState, layer: int, query: Any, scaling: float) -> Any:
+def _attend(state: PrefixState, layer: int, query: Any, scale: float) -> Any:
     """Attention of ``query (B, H, q, d)`` (the newest ``q`` suffix columns) over prefix + suffix; ``(B, q, H, d)``."""
     b, h, q, d = query.shape
     keys, values = state.keys[layer], state.values[layer]
@@ -73,30 +87,26 @@ def _attend(state: PrefixState, layer: int, query: Any, scaling: float) -> Any:
     group = h // kvh
     end = state.length
     start = end - q
-    qs = (query * scaling).reshape(b, kvh, group, q, d)
     prefix = state.prefix[layer] if state.prefix else None
     width = end + (prefix[0].shape[-2] if prefix is not None else 0)
-    chunk = max(1, _SCORES_BUDGET // max(1, b * h * width))
-    cols = torch.arange(end, device=query.device)
+    chunk = q if query.device.type == "cpu" else max(1, _SCORES_BUDGET // max(1, b * h * width))
+    bias = state.bias(start, end, query.dtype)
     outs = []
     for c0 in range(0, q, chunk):
         c1 = min(q, c0 + chunk)
         n = c1 - c0
         # grouped heads folded into the query rows: (B, kv_heads, group*n, d) against (B, kv_heads, end, d)
-        qc = qs[:, :, :, c0:c1].reshape(b, kvh, group * n, d)
-        rows = torch.arange(start + c0, start + c1, device=query.device)
-        visible = state.valid[:, None, :end] & (cols[None, :] <= rows[:, None])[None]  # (B, n, end)
-        visible = visible[:, None].expand(b, group, n, end).reshape(b, 1, group * n, end)
-        out, lse = _stats_attention(qc, keys[:, :, :end], values[:, :, :end], visible)
+        qc = query[:, :, c0:c1].reshape(b, kvh, group * n, d)
+        mask = bias[:, None, c0:c1].expand(b, group, n, end).reshape(b, 1, group * n, end)
+        out, lse = _stats_attention(qc, keys[:, :, :end], values[:, :, :end], mask, scale)
         if prefix is not None:
             # the batch folded into the query rows: one read of the prefix for all rows
             pk, pv = prefix
-            folded = qc.transpose(0, 1).reshape(kvh, b * group * n, d)
-            p_out, p_lse = _stats_attention(folded, pk[0], pv[0], None)
+            folded = qc.transpose(0, 1).reshape(1, kvh, b * group * n, d)
+            p_out, p_lse = _stats_attention(folded, pk, pv, None, scale)
             p_out = p_out.reshape(kvh, b, group * n, d).transpose(0, 1)
             p_lse = p_lse.reshape(kvh, b, group * n, 1).transpose(0, 1)
-            both = torch.logaddexp(lse, p_lse)
-            out = out * torch.exp(lse - both) + p_out * torch.exp(p_lse - both)
+            out = out + (p_out - out) * torch.sigmoid(p_lse - lse)
         outs.append(out.reshape(b, kvh, group, n, d))
     out = torch.cat(outs, dim=3) if len(outs) > 1 else outs[0]
     return out.reshape(b, h, q, d).transpose(1, 2).to(query.dtype)
@@ -108,7 +118,7 @@ def _attention(
 ) -> tuple[Any, None]:
     """The registered attention function: shared-prefix attention when a :class:`PrefixState` is passed."""
     state = kwargs.pop(STATE_KWARG, None)
-    if state is None:
+    if state is None or getattr(module, "layer_idx", None) is None:
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
@@ -125,7 +135,7 @@ def _attention(
     state.keys[layer][:, :, start : start + q] = key
     state.values[layer][:, :, start : start + q] = value
     scale = scaling if scaling is not None else key.shape[-1] ** -0.5
-    return _attend(state, layer, query, scale), None
+    return _attend(state, layer, query, float(scale)), None
 
 
 def _register() -> None:

@@ -14,8 +14,12 @@ Design notes (measured on the 2-core CPU dev machine with the embedded SmolLM2-1
 * ``score`` runs one forward pass per batch of (prompt, continuation) pairs and sums the token log-probs of
   the continuation.  When all pairs share a long token prefix (typically: the same question scored against
   several options, or a few-shot preamble), that prefix is run once and its KV cache is expanded over the
-  batch (``prefix_cache=True``); results equal the no-cache path up to float noise.  Generation does not
-  reuse a prefix cache: its cost is dominated by the decode steps, where a shared prefix saves nothing.
+  batch (``prefix_cache=True``); results equal the no-cache path up to float noise.
+* Decoding (``fast_decode=True``, the default) goes through :mod:`cai_dsl.run.backends.shared_prefix`: a lean
+  loop over preallocated per-row K/V buffers, grouped-query attention without the per-head K/V copy, and a
+  shared prefix (SL-CAI's few-shot preamble, :meth:`generate_with_prefix`; the common prefix in ``score``)
+  kept as one copy that every row attends to.  Greedy tokens equal ``model.generate``'s (the reference path,
+  ``fast_decode=False``, also used for models the fast loop cannot drive).
 """
 
 from __future__ import annotations
@@ -112,6 +116,7 @@ class TransformersBackend:
         # transformers >= 5.24 renamed `past_key_values` to `cache`
         self._cache_kwarg = "cache" if "cache" in forward_params else "past_key_values"
         self._has_logits_to_keep = "logits_to_keep" in forward_params
+        self.fast_decode = self.fast_decode and self._has_logits_to_keep
         cfg = (
             self.model.config.get_text_config() if hasattr(self.model.config, "get_text_config") else self.model.config
         )
@@ -555,7 +560,7 @@ class _StopOnStrings(StoppingCriteria):
         # within the last len(stop) tokens; a little slack covers multi-byte characters split across tokens
         self.window = max(len(s) for s in self.stops) + 4
 
-    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+    def __call__(self, input_ids: Any, scores: Any = None, **kwargs: Any) -> Any:
         tail = input_ids[:, self.prompt_len :][:, -self.window :]
         texts = self.tokenizer.batch_decode(tail, skip_special_tokens=True)
         done = [any(s in t for s in self.stops) for t in texts]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -154,13 +154,39 @@ class DetectorReport(BaseModel):
         }
 
 
+def _answers(
+    ds: DetectorSet,
+    responses: list[str],
+    prompts: list[str | None],
+    per_call: int | None,
+    progress: Callable[[int], None] | None,
+) -> list[dict[str, Any]]:
+    """A set's detections, ``per_call`` records per ``detect_batch`` call when it has judge questions."""
+    if not ds.judges or per_call is None:
+        return ds.detect_batch(responses, prompts)
+    rows = []
+    for start in range(0, len(responses), per_call):
+        rows.extend(ds.detect_batch(responses[start : start + per_call], prompts[start : start + per_call]))
+        if progress is not None:
+            progress(len(responses[start : start + per_call]))
+    return rows
+
+
 def evaluate_detectors(
-    labelled_records: Iterable[LabelledRecord | Mapping[str, Any]], detector_sets: Mapping[str, DetectorSet]
+    labelled_records: Iterable[LabelledRecord | Mapping[str, Any]],
+    detector_sets: Mapping[str, DetectorSet],
+    *,
+    records_per_call: int | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> DetectorReport:
-    """Score each detector set (named by kind, e.g. ``{"markers": ..., "judge": ...}``) on the records."""
+    """Score each detector set (named by kind, e.g. ``{"markers": ..., "judge": ...}``) on the records.
+
+    A set with judge questions scores all records in one backend call, or ``records_per_call`` at a time
+    (1 lets a transformers backend's shared-prefix cache cover each record's request and response under
+    all its questions), calling ``progress(n)`` as they finish."""
     records = [r if isinstance(r, LabelledRecord) else LabelledRecord.model_validate(r) for r in labelled_records]
     responses, prompts = [r.response for r in records], [r.prompt or None for r in records]
-    answers = {kind: ds.detect_batch(responses, prompts) for kind, ds in detector_sets.items()}
+    answers = {kind: _answers(ds, responses, prompts, records_per_call, progress) for kind, ds in detector_sets.items()}
     behaviors = sorted({b for r in records for b in r.labels})
     metrics: dict[str, dict[str, BinaryMetrics]] = {}
     for beh in behaviors:

@@ -25,7 +25,7 @@ from cai_dsl.core.errors import CaiError
 from cai_dsl.lang.resolver import Constitution, ResolvedDeployment
 from cai_dsl.run.policy.detectors import Detection
 from cai_dsl.run.policy.quality import QualityConfig, QualityReport, check_quality
-from cai_dsl.semantics.evaluator import reachable, resolved_policy
+from cai_dsl.semantics.evaluator import Value, facet_domain, number_constants, reachable, resolved_policy
 
 __all__ = ["BehaviorScore", "DecidedBehavior", "PolicyError", "PolicyScore", "PolicyScorer", "ScenarioPolicy"]
 
@@ -52,8 +52,8 @@ class ScenarioPolicy(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    scenario: tuple[tuple[str, str], ...]
-    completions: int  # reachable complete scenarios it stands for (0: outside the assumptions)
+    scenario: tuple[tuple[str, Value], ...]
+    completions: int  # reachable complete scenarios it stands for (0: outside the assumptions; a number facet counts its boundary points)
     decisions: tuple[DecidedBehavior, ...]
 
 
@@ -86,6 +86,17 @@ class PolicyScore(BaseModel):
     violations: tuple[str, ...]
 
 
+def _number(key: str, value: object, low: int, high: int) -> int:
+    """A scenario's value of number facet ``key``: a whole number (or a string of one) in its range."""
+    try:
+        number = int(value) if not isinstance(value, (bool, float)) else None
+    except ValueError:
+        number = None
+    if number is None or not low <= number <= high:
+        raise PolicyError(f"`{value}` is not a value of number facet `{key}`: expected a whole number from {low} to {high}")
+    return number
+
+
 class PolicyScorer:
     """Scores responses against one deployment of a constitution; policies memoised per scenario."""
 
@@ -111,12 +122,14 @@ class PolicyScorer:
         self.refusal_behaviors = tuple(refusal_behaviors)
         self.quality_config = quality or QualityConfig()
         self.max_completions = max_completions
-        self._policies: dict[tuple[tuple[str, str], ...], ScenarioPolicy] = {}
+        self._policies: dict[tuple[tuple[str, Value], ...], ScenarioPolicy] = {}
+        self._constants = number_constants(deployment)  # number facets enumerate these points only
 
     # ------------------------------------------------------------------ policy
 
-    def validate(self, scenario: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:
-        """The scenario as sorted pairs; unknown facets or values raise :class:`PolicyError`."""
+    def validate(self, scenario: Mapping[str, Value] | None) -> tuple[tuple[str, Value], ...]:
+        """The scenario as sorted pairs; unknown facets or values raise :class:`PolicyError`. A
+        number facet takes a whole number in its range (or a string of one)."""
         facets = self.constitution.facets
         if scenario is not None and not isinstance(scenario, Mapping):
             raise PolicyError(f"a scenario is an object of facet names to values, not {type(scenario).__name__}")
@@ -127,29 +140,33 @@ class PolicyScorer:
             facet = facets.get(key)
             if facet is None:
                 raise PolicyError(f"unknown facet `{key}` in scenario; facets are: {', '.join(sorted(facets))}")
-            values = [v.name for v in facet.values]
-            if value not in values:
+            if facet.bounds is not None:
+                value = _number(key, value, facet.bounds.low.value, facet.bounds.high.value)
+            elif value not in (values := [v.name for v in facet.values]):
                 raise PolicyError(f"`{value}` is not a value of facet `{key}`; values are: {', '.join(values)}")
             out.append((key, value))
         return tuple(out)
 
-    def policy(self, scenario: Mapping[str, str] | None) -> ScenarioPolicy:
+    def policy(self, scenario: Mapping[str, Value] | None) -> ScenarioPolicy:
         """The decided behaviors of ``scenario`` (memoised)."""
         key = self.validate(scenario)
         if key not in self._policies:
             self._policies[key] = self._policy(key)
         return self._policies[key]
 
-    def _completions(self, given: dict[str, str]) -> Iterable[dict[str, str]]:
+    def _completions(self, given: dict[str, Value]) -> Iterable[dict[str, Value]]:
+        """The completions of ``given``; a missing number facet takes the points that decide the
+        deployment's comparisons with it (:func:`~cai_dsl.semantics.evaluator.number_points`)."""
         facets = self.constitution.facets
         missing = sorted(set(facets) - set(given))
-        count = math.prod(len(facets[m].values) for m in missing)
+        domains = [facet_domain(facets[m], self._constants.get(m, ())) for m in missing]
+        count = math.prod(len(d) for d in domains)
         if count > self.max_completions:
             raise PolicyError(
                 f"the scenario leaves out {', '.join(missing)}: {count} completions (limit {self.max_completions}); "
                 "tag the prompt with more facets"
             )
-        for values in itertools.product(*([v.name for v in facets[m].values] for m in missing)):
+        for values in itertools.product(*domains):
             yield {**given, **dict(zip(missing, values))}
 
     def _weight(self, pid: str) -> float:
@@ -163,7 +180,7 @@ class PolicyScorer:
         best = max(own or reasons, key=self._weight)
         return self._weight(best), best
 
-    def _policy(self, key: tuple[tuple[str, str], ...]) -> ScenarioPolicy:
+    def _policy(self, key: tuple[tuple[str, Value], ...]) -> ScenarioPolicy:
         facets = self.constitution.facets
         seen: dict[str, list[tuple[str, float, str]]] = {}  # behavior -> (status, weight, principle) per completion
         n = 0

@@ -1,11 +1,12 @@
-"""The PPO maths on tensors: masked statistics, KL-penalised rewards, GAE and the clipped PPO loss
-(Ziegler et al. 2019 / the CAI paper's RL stage; see :mod:`cai_dsl.run.train.ppo`)."""
+"""The PPO maths on tensors: masked statistics, KL-penalised rewards, GAE, the clipped PPO loss and the
+running moments of the reward normalisation (Ziegler et al. 2019 / the CAI paper's RL stage; see
+:mod:`cai_dsl.run.train.ppo`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["compute_gae", "kl_penalized_rewards", "masked_mean", "masked_var", "ppo_loss", "whiten"]
+__all__ = ["RunningMoments", "compute_gae", "kl_penalized_rewards", "masked_mean", "masked_var", "ppo_loss", "whiten"]
 
 
 def masked_mean(x: Any, mask: Any, dim: int | None = None) -> Any:
@@ -114,3 +115,34 @@ def ppo_loss(
             "approx_kl": float(0.5 * masked_mean((logprobs - old_logprobs) ** 2, mask)),
         }
     return loss, stats
+
+
+class RunningMoments:
+    """Running mean and standard deviation of scalar sequence scores (Welford), for reward normalisation:
+    each step's scores are added, then normalised as ``(score - mean) / std`` over every score seen so far."""
+
+    def __init__(self, count: int = 0, mean: float = 0.0, m2: float = 0.0) -> None:
+        self.count, self.mean, self.m2 = count, mean, m2
+
+    def update(self, values: Any) -> None:
+        for v in [float(x) for x in values]:
+            self.count += 1
+            delta = v - self.mean
+            self.mean += delta / self.count
+            self.m2 += delta * (v - self.mean)
+
+    @property
+    def std(self) -> float:
+        return (self.m2 / (self.count - 1)) ** 0.5 if self.count > 1 else 1.0
+
+    def normalize(self, scores: Any, eps: float = 1e-6) -> Any:
+        """``(scores - mean) / std`` (just centred while fewer than two scores were seen)."""
+        return (scores - self.mean) / max(self.std, eps)
+
+    def to_json(self) -> dict[str, float]:
+        return {"count": self.count, "mean": self.mean, "m2": self.m2}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> "RunningMoments":
+        data = data or {}
+        return cls(int(data.get("count", 0)), float(data.get("mean", 0.0)), float(data.get("m2", 0.0)))

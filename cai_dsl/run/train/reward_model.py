@@ -18,6 +18,10 @@ Hybrid RLHF + CAI. Human preference pairs (a TRL preference JSONL: ``prompt``/``
 Anthropic HH transcripts) get ``p = 1`` and are mixed into the AI-labelled pairs so that they make up
 ``human_fraction`` of the training mix (:func:`mix_pairs`).
 
+Held out (:class:`HeldOut`): ~20% of the pairs by id; accuracy with n and a 95% Wilson interval, the loss next
+to the label-entropy floor (mean binary entropy of the soft labels) and a constant reward's loss (ln 2); a PM
+that does not beat the constant is reported "no better than constant" (:attr:`PMResult.better_than_constant`).
+
 Saved layout (``DIR``, written to a temporary folder and renamed into place): ``adapter_config.json`` +
 ``adapter_model.safetensors`` (the LoRA weights as a *causal-LM* adapter, so PPO can load them onto the same
 base as the policy, as a second adapter), ``score_head.safetensors`` (the head), ``pm.json`` (base, metrics).
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -47,12 +52,15 @@ from cai_dsl.run.train.preferences import PreferencePair, load_pairs, mix_pairs,
 from cai_dsl.run.feedback import RLAIFError, quiet_transformers, split_of
 
 __all__ = [
+    "CONSTANT_LOSS",
+    "HeldOut",
     "PMResult",
     "PreferencePair",
     "RewardScorer",
     "load_pairs",
     "mix_pairs",
     "parse_pair",
+    "binary_entropy",
     "parse_transcript",
     "pm_input_ids",
     "reward_trainer_classes",
@@ -148,9 +156,61 @@ def __getattr__(name: str) -> Any:  # SoftLabelRewardTrainer without importing t
 # ---------------------------------------------------------------------------------------------------- training
 
 
+CONSTANT_LOSS = math.log(2.0)
+"""The soft-label loss of a constant reward (equal rewards for both responses, whatever the label)."""
+
+
+def binary_entropy(p: float) -> float:
+    """H(p) in nats: the smallest soft-label loss any reward can reach on a pair labelled ``p``."""
+    return 0.0 if p <= 0.0 or p >= 1.0 else -(p * math.log(p) + (1 - p) * math.log(1 - p))
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """Held-out figures of a PM: pairwise accuracy over ``n`` pairs with a preferred side (95% Wilson interval),
+    the mean soft-label loss, the label-entropy floor (mean binary entropy of the soft labels) and the loss of a
+    constant reward (ln 2)."""
+
+    accuracy: float | None
+    n: int
+    accuracy_ci: tuple[float, float] | None
+    loss: float | None
+    entropy_floor: float | None
+    constant_loss: float = CONSTANT_LOSS
+
+    @classmethod
+    def of(cls, rewards_chosen: Sequence[float], rewards_rejected: Sequence[float], probabilities: Sequence[float]) -> "HeldOut":
+        """The figures of rewards on held-out pairs (pairs labelled exactly 0.5 have no side: not counted)."""
+        from cai_dsl.run.policy.evaluate import wilson_interval
+
+        if not probabilities:
+            return cls(None, 0, None, None, None)
+        loss = sum(
+            -p * _logsigmoid(c - r) - (1 - p) * _logsigmoid(r - c)
+            for c, r, p in zip(rewards_chosen, rewards_rejected, probabilities)
+        ) / len(probabilities)
+        sided = [(c, r, p) for c, r, p in zip(rewards_chosen, rewards_rejected, probabilities) if p != 0.5]
+        right = sum((c > r) == (p > 0.5) for c, r, p in sided)
+        return cls(
+            accuracy=right / len(sided) if sided else None,
+            n=len(sided),
+            accuracy_ci=wilson_interval(right, len(sided)),
+            loss=loss,
+            entropy_floor=sum(binary_entropy(p) for p in probabilities) / len(probabilities),
+        )
+
+
+def _logsigmoid(x: float) -> float:
+    return -math.log1p(math.exp(-x)) if x >= 0 else x - math.log1p(math.exp(x))
+
+
 @dataclass(frozen=True)
 class PMResult:
-    """A trained preference model: where it is, the data sizes, held-out pairwise accuracy and loss, time."""
+    """A trained preference model: where it is, the data sizes, held-out figures (:class:`HeldOut`), time.
+
+    ``better_than_constant``: the held-out loss is below a constant reward's (ln 2) AND the lower end of the
+    accuracy's 95% interval is above 0.5; otherwise the PM is reported "no better than constant" (and PPO's
+    ``auto`` reward leaves it out)."""
 
     path: Path
     train_pairs: int
@@ -162,6 +222,28 @@ class PMResult:
     steps: int
     seconds: float
     reused: bool = False
+    accuracy_n: int = 0
+    accuracy_ci: tuple[float, float] | None = None
+    label_entropy: float | None = None
+    constant_loss: float = CONSTANT_LOSS
+
+    @property
+    def better_than_constant(self) -> bool:
+        return (
+            self.eval_loss is not None and self.eval_loss < self.constant_loss
+            and self.accuracy_ci is not None and self.accuracy_ci[0] > 0.5
+        )
+
+    @property
+    def verdict(self) -> str:
+        """One line: accuracy with n and interval, loss against the floor and the constant predictor."""
+        if self.accuracy is None or self.eval_loss is None:
+            return "no held-out pair with a preferred side: the PM is not measured (no better than constant)"
+        lo, hi = self.accuracy_ci or (0.0, 1.0)
+        floor = f"{self.label_entropy:.3f}" if self.label_entropy is not None else "n/a"
+        word = "better than constant" if self.better_than_constant else "no better than constant"
+        return (f"held-out accuracy {self.accuracy:.2f} (n={self.accuracy_n}, 95% CI {lo:.2f}-{hi:.2f}), loss "
+                f"{self.eval_loss:.3f} vs label-entropy floor {floor} and constant {self.constant_loss:.3f}: {word}")
 
     def to_json(self) -> dict[str, Any]:
         """The result as JSON data (``pm.json``'s ``result``)."""
@@ -171,11 +253,25 @@ class PMResult:
             "eval_pairs": self.eval_pairs,
             "human_pairs": self.human_pairs,
             "accuracy": self.accuracy,
+            "accuracy_n": self.accuracy_n,
+            "accuracy_ci": list(self.accuracy_ci) if self.accuracy_ci else None,
             "eval_loss": self.eval_loss,
+            "label_entropy": self.label_entropy,
+            "constant_loss": self.constant_loss,
+            "better_than_constant": self.better_than_constant,
+            "verdict": self.verdict,
             "train_accuracy": self.train_accuracy,
             "steps": self.steps,
             "seconds": round(self.seconds, 2),
         }
+
+    @classmethod
+    def from_json(cls, path: Path, r: Mapping[str, Any], *, reused: bool = True) -> "PMResult":
+        """A result read back from ``pm.json``."""
+        ci = r.get("accuracy_ci")
+        return cls(path, r.get("train_pairs", 0), r.get("eval_pairs", 0), r.get("human_pairs", 0), r.get("accuracy"),
+                   r.get("eval_loss"), r.get("train_accuracy"), r.get("steps", 0), 0.0, reused,
+                   r.get("accuracy_n", 0), tuple(ci) if ci else None, r.get("label_entropy"))
 
 
 def _pm_fingerprint(pairs: Sequence[PreferencePair], base_dir: Path, params: dict, max_steps: int | None, seed: int) -> str:
@@ -243,9 +339,7 @@ def train_preference_model(
         except ValueError:
             meta = {}
         if meta.get("fingerprint") == fingerprint:
-            r = meta.get("result", {})
-            return PMResult(out, r.get("train_pairs", 0), r.get("eval_pairs", 0), r.get("human_pairs", 0),
-                            r.get("accuracy"), r.get("eval_loss"), r.get("train_accuracy"), r.get("steps", 0), 0.0, True)
+            return PMResult.from_json(out, meta.get("result", {}))
     started = time.perf_counter()
     held = [p for p in usable if split_of(p.id, eval_fraction, salt="pm") == "eval"]
     train = [p for p in usable if split_of(p.id, eval_fraction, salt="pm") != "eval"]
@@ -310,7 +404,7 @@ def train_preference_model(
         train_acc = history[-1]["accuracy"] if history else None
         pm = trainer.model
         pm.eval()
-        accuracy, eval_loss = _pairwise_accuracy(pm, tokenizer, held, max_len, batch, renderer)
+        figures = _held_out(pm, tokenizer, held, max_len, batch, renderer)
         # export: LoRA weights as a causal-LM adapter + the score head
         state = get_peft_model_state_dict(pm)
         head = {k: v for k, v in state.items() if ".score." in k or k.endswith("score.weight")}
@@ -326,8 +420,9 @@ def train_preference_model(
         cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         save_file(lora, str(final / "adapter_model.safetensors"))
         save_file({"weight": next(iter(head.values())).detach().contiguous()}, str(final / HEAD_FILE))
-        result = PMResult(out, len(train), len(held), sum(p.source == "human" for p in usable), accuracy, eval_loss,
-                          train_acc, int(trainer.state.global_step), time.perf_counter() - started)
+        result = PMResult(out, len(train), len(held), sum(p.source == "human" for p in usable), figures.accuracy,
+                          figures.loss, train_acc, int(trainer.state.global_step), time.perf_counter() - started,
+                          accuracy_n=figures.n, accuracy_ci=figures.accuracy_ci, label_entropy=figures.entropy_floor)
         meta = {"format": PM_FORMAT, "base": base_spec, "base_dir": str(base_dir), "max_seq_len": max_len,
                 "renderer": renderer.to_json(), "fingerprint": fingerprint, "result": result.to_json(), "history": trainer.state.log_history}
         (final / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
@@ -342,14 +437,12 @@ def _ensure_parent(out: Path) -> Path:
     return out.parent
 
 
-def _pairwise_accuracy(
+def _held_out(
     pm: Any, tokenizer: Any, pairs: Sequence[PreferencePair], max_len: int, batch: int, renderer: PromptRenderer
-) -> tuple[float | None, float | None]:
-    """Held-out accuracy (r_chosen > r_rejected; pairs at exactly 0.5 skipped) and mean soft BCE."""
+) -> HeldOut:
+    """The PM's rewards on the held-out pairs, as :class:`HeldOut` figures."""
     import torch
 
-    if not pairs:
-        return None, None
     rewards_c, rewards_r = [], []
     with torch.no_grad():
         for i in range(0, len(pairs), batch):
@@ -360,12 +453,7 @@ def _pairwise_accuracy(
             logits = pm(input_ids=ids, attention_mask=mask, use_cache=False).logits.squeeze(-1)
             rewards_c += logits[: len(chunk)].tolist()
             rewards_r += logits[len(chunk) :].tolist()
-    rc, rr = torch.tensor(rewards_c), torch.tensor(rewards_r)
-    probs = torch.tensor([p.probability for p in pairs])
-    loss = float(soft_preference_loss(rc, rr, probs))
-    counted = [(c > r) for c, r, p in zip(rewards_c, rewards_r, pairs) if p.probability != 0.5]
-    accuracy = sum(counted) / len(counted) if counted else None
-    return accuracy, loss
+    return HeldOut.of(rewards_c, rewards_r, [float(p.probability) for p in pairs])
 
 
 def _right_pad(seqs: Sequence[Sequence[int]], pad_id: int):

@@ -37,13 +37,12 @@ from typing import Any, Literal
 from cai_dsl.core.files import remove_stale, write_json_atomic
 from cai_dsl.core.hashing import fingerprint as inputs_fingerprint
 from cai_dsl.core.hashing import sha256_file, sha256_text
-from cai_dsl.core.records import read_jsonl
 from cai_dsl.compile.ir import Program
 from cai_dsl.run.context import ExecutionContext
 from cai_dsl.run.data import DATA_FILE
 from cai_dsl.run.errors import SFTError
-from cai_dsl.run.prompts import PromptRenderer
 from cai_dsl.run.train.job import lora_config, publish_adapter
+from cai_dsl.run.train.sft_data import build_examples, excluded_records, read_records
 
 __all__ = [
     "ADAPTER_DIR",
@@ -52,6 +51,7 @@ __all__ = [
     "SFTOptions",
     "SFTResult",
     "build_examples",
+    "excluded_records",
     "main",
     "model_card",
     "read_records",
@@ -131,60 +131,6 @@ class SFTResult:
     manifest: dict[str, Any] = field(default_factory=dict)
 
 
-# ---------------------------------------------------------------------------------------------------- data
-
-
-def read_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """The complete records of an ``sl-data.jsonl`` file (a torn last line is ignored; see core.records)."""
-    p = Path(path)
-    if not p.is_file():
-        raise SFTError(f"{p}: no such file (run `cai sl` first)")
-    return read_jsonl(p, error=SFTError).records
-
-
-def build_examples(
-    records: Sequence[dict[str, Any]],
-    program: Program,
-    *,
-    revisions: str = "final",
-    include_helpful: bool = True,
-    exclude_ids: Sequence[str] = (),
-) -> list[dict[str, Any]]:
-    """Conversational prompt-completion examples (``{"prompt": [...], "completion": [...], "id"}``),
-    sorted by record id (so the data order never depends on the order records were written).
-
-    Red-team records give their final response (the last revision, or the initial response the critic
-    accepted), or with ``revisions="all"`` every round's non-empty revision; helpful records give their
-    initial response when ``include_helpful``. Empty completions are skipped.
-    """
-    if revisions not in ("final", "all"):
-        raise SFTError(f"revisions must be `final` or `all`, not `{revisions}`")
-    skip = set(exclude_ids)
-    renderer = PromptRenderer.of(program)
-    out = []
-    for record in sorted(records, key=lambda r: str(r["id"])):
-        if str(record["id"]) in skip:
-            continue
-        if record.get("helpful"):
-            texts = [record.get("initial") or ""] if include_helpful else []
-        elif revisions == "all":
-            texts = [t["revision"] for t in record.get("rounds", []) if t.get("revision")]
-            if not texts:
-                texts = [record.get("final") or ""]
-        else:
-            texts = [record.get("final") or ""]
-        prompt = renderer.messages(record["prompt"])
-        for k, text in enumerate(t for t in texts if t.strip()):
-            out.append(
-                {
-                    "id": f"{record['id']}#{k}",
-                    "prompt": prompt,
-                    "completion": [renderer.response(text.strip())],
-                }
-            )
-    return out
-
-
 # ---------------------------------------------------------------------------------------------------- model card
 
 
@@ -222,6 +168,7 @@ def model_card(manifest: dict[str, Any], sources: dict[str, str]) -> str:
         f"| training examples | {manifest['examples']} (revisions: {hp['revisions']}, helpful data: "
         f"{manifest['helpful_examples']}), sha256 `{manifest['examples_sha256']}` |",
         f"| held-out records | {len(hp['exclude_ids'])} |",
+        f"| records without an accepted response (not trained on) | {manifest.get('excluded_records', 0)} |",
         f"| base model | `{manifest['base_model']}` |",
         f"| cai-dsl | {manifest['cai_dsl_version']} |",
         "",
@@ -362,6 +309,9 @@ def train_sft(
         "records": len(records),
         "examples": len(examples),
         "helpful_examples": sum(1 for e in examples if e["id"].split("#")[0] in helpful_ids),
+        "excluded_records": excluded_records(
+            records, examples, include_helpful=hp["include_helpful"], exclude_ids=hp["exclude_ids"]
+        ),
         "examples_sha256": fingerprint["examples_sha256"],
         "hyperparameters": hp,
         "world_size": world,

@@ -226,3 +226,64 @@ def test_real_model_ppo_raises_the_preference_models_reward(embedded_model):
     after = expected_reward()
     assert metrics[0]["kl"] == pytest.approx(0.0, abs=1e-5) and metrics[-1]["kl"] != 0.0
     assert after > before, (before, after)
+
+
+def test_running_moments_normalise_sequence_scores():
+    import torch
+
+    from cai_dsl.run.train.ppo_losses import RunningMoments
+
+    m = RunningMoments()
+    m.update([1.0, 2.0, 3.0])
+    m.update([4.0])
+    assert m.count == 4 and m.mean == pytest.approx(2.5) and m.std == pytest.approx(torch.tensor([1.0, 2, 3, 4]).std().item())
+    again = RunningMoments.from_json(m.to_json())
+    assert float(again.normalize(torch.tensor(2.5))) == pytest.approx(0.0)
+
+
+def test_missing_eos_penalty_and_kl_early_stop(tiny_model_dir):
+    class Constant:
+        def score(self, conversations, responses):
+            return [1.0] * len(responses)
+
+    prompts = [[1, 2, 3, 4], [5, 6, 7], [8, 9, 10, 11, 12], [13, 14]]
+    # 6 new tokens from the tiny model almost never end with EOS: the unnormalised score shows the penalty
+    from dataclasses import replace
+
+    _, trainer = _tiny_trainer(tiny_model_dir, normalize_rewards=False, missing_eos_penalty=0.5, kl_target=1e-9)
+    trainer.reward = Constant()
+    first = trainer.step(["a", "b", "c", "d"], prompts, step_seed=7)
+    assert first["reward"] == 1.0 and first["normalized_reward"] == pytest.approx(1.0 - 0.5 * (1 - first["eos_rate"]))
+    assert not first["kl_stop"]  # KL 0 at step 1
+    frozen = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if ".policy." in n}
+    trainer.config = replace(trainer.config, kl_target=-1.0)  # the sampled KL estimate may be below 0
+    second = trainer.step(["a", "b", "c", "d"], prompts, step_seed=8)
+    assert second["kl"] > -1.0 and second["kl_stop"]
+    assert all(torch_equal(p, frozen[n]) for n, p in trainer.model.named_parameters() if ".policy." in n)  # no update
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return torch.equal(a, b)
+
+
+def test_run_ppo_with_the_policy_reward_stops_on_kl(tmp_path, tiny_model_dir):
+    import cai_dsl
+    from cai_dsl.compile.compiler import compile_file
+    from cai_dsl.run.feedback import RLAIFError, default_prompts
+    from cai_dsl.run.policy.score import PolicyScorer
+    from cai_dsl.run.train.ppo import PPOConfig, run_ppo
+
+    target = write_tiny_target(tmp_path / "tiny.toml", tiny_model_dir, **PPO_TABLES)
+    program, _ = compile_file(ANTHROPIC, "rl_cai", str(target))
+    scorer = PolicyScorer(cai_dsl.load(ANTHROPIC), "rl_cai")
+    prompts = default_prompts()[:6]
+    with pytest.raises(RLAIFError, match="needs a preference model"):
+        run_ppo(program, tmp_path / "x", prompts, config=PPOConfig.from_program(program, reward="pm"), policy_scorer=scorer)
+    config = PPOConfig.from_program(program, kl_target=-1.0)  # auto without a PM: the policy score
+    result = run_ppo(program, tmp_path / "p", prompts, config=config, policy_scorer=scorer, show_progress=False)
+    assert result.reward == "policy" and result.stopped == "kl" and result.steps == 1 and result.finished
+    assert result.metrics[-1]["kl_stop"] and 0.0 <= result.metrics[0]["degenerate_rate"] <= 1.0
+    again = run_ppo(program, tmp_path / "p", prompts, config=config, policy_scorer=scorer, show_progress=False)
+    assert again.new_steps == 0 and again.stopped == "kl"

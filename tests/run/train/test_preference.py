@@ -156,3 +156,23 @@ def test_train_pm_needs_pairs(tmp_path, tiny_model_dir):
     with pytest.raises(RLAIFError, match="at least 2 pairs"):
         train_preference_model(same, tmp_path / "pm", base_spec=str(tiny_model_dir), params={}, show_progress=False)
     assert not Path(tmp_path / "pm").exists()
+
+
+def test_held_out_figures_by_hand_and_the_constant_verdict(tmp_path):
+    from cai_dsl.run.train.reward_model import CONSTANT_LOSS, HeldOut, PMResult, binary_entropy
+
+    figures = HeldOut.of([1.0, 0.0, 2.0, 0.3], [0.0, 1.0, 2.0, 0.0], [0.8, 0.7, 0.9, 0.5])
+    assert figures.n == 3 and figures.accuracy == pytest.approx(1 / 3)  # the 0.5 pair has no side; the tie is wrong
+    hand = [-0.8 * _logsigmoid(1) - 0.2 * _logsigmoid(-1), -0.7 * _logsigmoid(-1) - 0.3 * _logsigmoid(1), math.log(2),
+            -0.5 * _logsigmoid(0.3) - 0.5 * _logsigmoid(-0.3)]
+    assert figures.loss == pytest.approx(sum(hand) / 4)
+    assert figures.entropy_floor == pytest.approx(sum(binary_entropy(p) for p in (0.8, 0.7, 0.9, 0.5)) / 4)
+    assert binary_entropy(0.5) == pytest.approx(CONSTANT_LOSS) and binary_entropy(1.0) == 0.0
+    lo, hi = figures.accuracy_ci
+    assert lo < 1 / 3 < hi
+
+    worse = PMResult(tmp_path, 10, 2, 0, 1.0, 0.751, None, 6, 1.0, accuracy_n=2, accuracy_ci=(0.34, 1.0), label_entropy=0.69)
+    assert not worse.better_than_constant and "no better than constant" in worse.verdict and "n=2" in worse.verdict
+    good = PMResult(tmp_path, 100, 40, 0, 0.9, 0.4, None, 6, 1.0, accuracy_n=40, accuracy_ci=(0.77, 0.96), label_entropy=0.3)
+    assert good.better_than_constant and good.to_json()["better_than_constant"]
+    assert PMResult.from_json(tmp_path, good.to_json()).accuracy_ci == (0.77, 0.96)

@@ -1,0 +1,84 @@
+"""CAI312 near-duplicate-principle: two principles of one deployment (or of the root
+file) whose prompt texts are near-identical.
+
+A principle's *shingles* are the word bigrams of each of its prompt texts (critique,
+revise, compare), tagged with the field, after the lints' normalisation (lowercase,
+words only: :func:`~cai_dsl.check.operational.lexicon.tokenize`); a one-word text is
+its one word. Two principles are near-duplicates when the Jaccard similarity of their
+shingle sets is at least ``NEAR_DUPLICATE_THRESHOLD``. Candidates come from a prefix
+filter (rarest shingles first), so the check stays near-linear on large files and is
+exact: every pair over the threshold is found.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Iterable
+
+from cai_dsl.check.operational.context import prompt_texts
+from cai_dsl.check.operational.lexicon import tokenize
+from cai_dsl.diagnostics import Diagnostic, Related, rules
+from cai_dsl.lang import ast
+
+RULE = rules.NEAR_DUPLICATE
+
+#: Jaccard similarity of two principles' shingle sets at or above which they are near-duplicates.
+NEAR_DUPLICATE_THRESHOLD = 0.7
+
+
+def shingles(p: ast.Principle) -> frozenset[tuple[str, str, str]]:
+    """The (field, word, next word) bigrams of ``p``'s prompt texts."""
+    out: set[tuple[str, str, str]] = set()
+    for field, text in prompt_texts(p):
+        words = tokenize(text.value)
+        if len(words) == 1:
+            out.add((field, words[0], ""))
+        out.update((field, a, b) for a, b in zip(words, words[1:]))
+    return frozenset(out)
+
+
+def jaccard(a: frozenset, b: frozenset) -> float:
+    return len(a & b) / len(a | b) if a or b else 0.0
+
+
+def near_duplicates(principles: Iterable[ast.Principle]) -> list[tuple[ast.Principle, ast.Principle, float]]:
+    """Every pair (earlier, later) at or above the threshold, in source order of the later one."""
+    items = [(p, shingles(p)) for p in principles]
+    items = [(p, s) for p, s in items if s]
+    frequency: dict[tuple, int] = defaultdict(int)
+    for _, s in items:
+        for sh in s:
+            frequency[sh] += 1
+    index: dict[tuple, list[int]] = defaultdict(list)
+    out = []
+    for i, (p, s) in enumerate(items):
+        ordered = sorted(s, key=lambda sh: (frequency[sh], sh))
+        prefix = ordered[: len(ordered) - math.ceil(NEAR_DUPLICATE_THRESHOLD * len(ordered)) + 1]
+        candidates = sorted({j for sh in prefix for j in index[sh]})
+        for j in candidates:
+            other, other_s = items[j]
+            score = jaccard(s, other_s)
+            if score >= NEAR_DUPLICATE_THRESHOLD and other.id.name != p.id.name:
+                out.append((other, p, score))
+        for sh in prefix:
+            index[sh].append(i)
+    return out
+
+
+def check_principles(principles: Iterable[ast.Principle], where: dict) -> list[Diagnostic]:
+    return [
+        RULE(
+            f"`{later.id.name}` has near-identical prompts to `{earlier.id.name}` ({score:.0%} of word pairs shared)",
+            later.id.span,
+            help=(
+                "two principles that say the same thing are sampled and weighed twice, and a later edit to one "
+                "silently diverges from the other; merge them (keep one and `override` its fields where a "
+                f"deployment needs a variant), or make their criteria distinct (threshold {NEAR_DUPLICATE_THRESHOLD:.0%})"
+            ),
+            related=[Related(span=earlier.id.span, message=f"`{earlier.id.name}` declared here")],
+            principles=[later.id.name, earlier.id.name],
+            **where,
+        )
+        for earlier, later, score in near_duplicates(principles)
+    ]
