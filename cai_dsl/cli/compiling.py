@@ -115,14 +115,16 @@ def compile_command(
 def export_command(
     path: str = typer.Argument(..., help="the `.const` file"),
     deployment: Optional[str] = typer.Option(None, "--deployment", "-d", help="the deployment to export"),
-    fmt: str = typer.Option(..., "--format", "-f", help="hf-cai, langchain or jsonl"),
-    output: Optional[str] = typer.Option(None, "--output", "-o", help="output file; default: stdout"),
+    fmt: str = typer.Option(..., "--format", "-f", help="hf-cai, langchain, jsonl or anthropic"),
+    output: Optional[str] = typer.Option(
+        None, "--output", "-o", help="output file (anthropic: an existing directory gets the published files); default: stdout"
+    ),
     target: Optional[str] = typer.Option(None, "--target", "-t", help="target (affects nothing exported; default smollm2-cpu)"),
     warnings: bool = typer.Option(False, "--warnings", help="also print warnings"),
 ) -> None:
-    """Export a deployment's principles: Hugging Face CAI recipe, LangChain principles, or comparison JSONL."""
+    """Export a deployment's principles: Hugging Face CAI recipe, LangChain principles, comparison JSONL, or Anthropic's files."""
     from cai_dsl.compile.compiler import CompileError, check_constitution, compile_program
-    from cai_dsl.compile.interop import EXPORT_FORMATS, export_text, write_atomic
+    from cai_dsl.compile.interop import EXPORT_FORMATS, export_files, export_text, write_atomic
 
     if fmt not in EXPORT_FORMATS:
         _usage(f"unknown --format `{fmt}` (formats: {', '.join(EXPORT_FORMATS)})")
@@ -136,6 +138,10 @@ def export_command(
     except CompileError as exc:
         print_diagnostics(exc.diagnostics, constitution.sources)
         raise SystemExit(1)
+    if fmt == "anthropic" and output is not None and os.path.isdir(output):
+        for file_name, text in export_files(program, fmt).items():
+            write_atomic(os.path.join(output, file_name), text)
+        raise SystemExit(0)
     text = export_text(program, fmt)
     if output is None or output == "-":
         sys.stdout.write(text)

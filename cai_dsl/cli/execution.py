@@ -91,7 +91,7 @@ def sl_command(
         history=not no_history,
     )
     try:
-        items = load_prompts(prompts, limit) if prompts else default_prompts(limit, seed=job.program.provenance.seed)
+        items = load_prompts(prompts, limit, facets=job.program.facets) if prompts else default_prompts(limit, seed=job.program.provenance.seed)
         result = run_sl(job, items, out, options=options, progress=not no_progress)
     except (SLError, BackendError) as exc:
         _usage(str(exc))

@@ -25,6 +25,7 @@ from cai_dsl.pipeline import effect as effect_mod
 from cai_dsl.pipeline import main as stages
 from cai_dsl.pipeline import rlaif
 from cai_dsl.run.eval.verdict import align
+from cai_dsl.run.sl_gate import acceptance_rates
 
 __all__ = ["print_effect", "register", "run_command", "run_rl_stage", "run_sl_stage"]
 
@@ -57,6 +58,11 @@ def _print_sl_data(data: stages.SLData) -> None:
         f"in {r.seconds:.1f} s ({r.tokens_per_second:.1f} generated tok/s) -> {r.path}"
     )
     _say("         stopped: " + ", ".join(f"{v} {k}" for k, v in data.stops.items()))
+    rates = acceptance_rates(records)
+    if rates:
+        proposed, accepted = sum(a.proposed for a in rates.values()), sum(a.accepted for a in rates.values())
+        _say(f"         gate: {accepted}/{proposed} revisions accepted, {proposed - accepted} rejected (never trained on); "
+             + ", ".join(f"{a.principle} {a.accepted}/{a.proposed}" for a in rates.values()))
 
 
 def _print_sl_finetune(tuned: stages.SLFinetune) -> None:

@@ -164,7 +164,7 @@ def label_command(
     adapter = _adapter("label", policy, "--policy")
     program = _compile("label", path, deployment, target)
     scorer = _policy_scorer("label", path, deployment)
-    items = load_prompts(prompts, split=None if prompts else "train")
+    items = load_prompts(prompts, split=None if prompts else "train", facets=program.facets)
     summary = label_pairs(program, scorer, out, items, signal_rule=SignalRule(source=label_source), policy_adapter=adapter,
                           limit=limit, batch_size=batch_size, show_progress=not quiet)
     rate = f", {summary.pairs_per_second:.2f} pairs/s" if summary.new else ""
@@ -229,7 +229,7 @@ def rl_command(
               f"policy adapter: {result.policy}")
         return
     scorer = _policy_scorer("rl", path, deployment)
-    items = load_prompts(prompts, split=None if prompts else "train")
+    items = load_prompts(prompts, split=None if prompts else "train", facets=program.facets)
     if algo == "grpo":
         from cai_dsl.run.train.grpo import GRPOSettings, run_grpo
 

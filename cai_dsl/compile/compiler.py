@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Mapping
+from typing import Any
 
 from cai_dsl import __version__
 from cai_dsl.compile.base import gc_paused
@@ -27,6 +27,7 @@ from cai_dsl.compile.behaviors import behaviors_section
 from cai_dsl.core.hashing import canonical_json, sha256_text
 from cai_dsl.compile.checks import check_constitution, compiler_checks, priority_ranks
 from cai_dsl.compile.escaping import neutralize
+from cai_dsl.compile.fewshot import FewShot, compare_entry, critique_entry, entry_spans
 from cai_dsl.compile.expressions import allowed_values, cond_dict, expr_text, facets_in
 from cai_dsl.compile.ir import (
     ChainOfThought,
@@ -155,7 +156,8 @@ class _Builder:
         rounds_requested = settings.revisions
         rounds = min(rounds_requested, t.max_revisions) if t.max_revisions else rounds_requested
         system = neutralize(t.system_prompt, self.fmt) if t.system_prompt is not None else None
-        preamble, refs = self._critique_preamble(cr_pool, by_id, principles, settings.few_shot, stop)
+        few = FewShot(c.examples, self.fmt, self._map)
+        preamble, refs = few.critique(cr_pool, by_id, settings.few_shot, stop)
         critique_revision = {
             "pool": cr_pool,
             "skipped": skipped,
@@ -181,13 +183,13 @@ class _Builder:
         ppc = settings.principles_per_comparison
         if t.max_principles_per_comparison:
             ppc = min(ppc, t.max_principles_per_comparison)
-        cmp_preamble, cmp_refs = self._compare_preamble(cmp_pool, by_id, principles, settings.few_shot)
         cot = ChainOfThought(
             enabled=settings.chain_of_thought,
             clamp_min=settings.cot_clamp_min,
             clamp_max=settings.cot_clamp_max,
             max_new_tokens=t.generation.cot_max_new_tokens,
         )
+        cmp_preamble, cmp_refs = few.compare(cmp_pool, by_id, settings.few_shot, cot)
         comparison = {
             "pool": cmp_pool,
             "template": COMPARISON_TEMPLATE.model_dump(mode="json"),
@@ -325,6 +327,7 @@ class _Builder:
             "facets": facets,
             "assumptions": assumptions,
             "principles": out_principles,
+            **self._shared_examples(),
             "behaviors": behaviors,
             "priority": {"order": order, "edges": [list(e) for e in edges]},
             "conflicts": conflicts,
@@ -337,6 +340,17 @@ class _Builder:
             "source_map": self.smap,
         }
         return program, problems
+
+    def _shared_examples(self) -> dict:
+        """The program's ``examples``/``compare_examples`` (omitted when there are none) and their source map."""
+        out: dict[str, list[dict]] = {}
+        for ex in self.c.examples:
+            key = "examples" if isinstance(ex, ast.Example) else "compare_examples"
+            entries = out.setdefault(key, [])
+            for suffix, span in entry_spans(ex):
+                self._map(f"/{key}/{len(entries)}{suffix}", span)
+            entries.append(critique_entry(ex) if isinstance(ex, ast.Example) else compare_entry(ex))
+        return out
 
     def _principle(self, p: ast.Principle) -> tuple[dict, list[tuple[str, list[str]]], set[str]]:
         """The deployment-independent part of a principle's entry, its source-map entries
@@ -355,35 +369,11 @@ class _Builder:
 
         examples, compare_examples = [], []
         for ex in p.examples:
-            if isinstance(ex, ast.Example):
-                j = len(examples)
-                examples.append(
-                    {
-                        "prompt": _text(ex.prompt),
-                        "response": _text(ex.response),
-                        "critique": _text(ex.critique),
-                        "revision": _text(ex.revision),
-                    }
-                )
-                for field in ("prompt", "response", "critique", "revision"):
-                    value = getattr(ex, field)
-                    if value is not None:
-                        note(f"/examples/{j}/{field}", value.span)
-            else:
-                j = len(compare_examples)
-                better = ex.better.name.lower() if ex.better is not None else None
-                compare_examples.append(
-                    {
-                        "prompt": _text(ex.prompt),
-                        "a": _text(ex.a),
-                        "b": _text(ex.b),
-                        "better": better if better in ("a", "b") else None,
-                    }
-                )
-                for field in ("prompt", "a", "b"):
-                    value = getattr(ex, field)
-                    if value is not None:
-                        note(f"/compare_examples/{j}/{field}", value.span)
+            entries, key = (examples, "examples") if isinstance(ex, ast.Example) else (compare_examples, "compare_examples")
+            for suffix, span in entry_spans(ex):
+                if span is not None:
+                    note(f"/{key}/{len(entries)}{suffix}", span)
+            entries.append(critique_entry(ex) if isinstance(ex, ast.Example) else compare_entry(ex))
         facets: set[str] = set()
         requires, forbids, prefers = [], [], []
         for effect in p.effects:
@@ -415,79 +405,6 @@ class _Builder:
         result = (entry, suffixes, facets)
         self.cache[key] = (p, result)
         return result
-
-    # -- few-shot preambles
-
-    def _round_robin(self, pool: list[str], by_id: Mapping[str, ast.Principle], kind: type, limit: int, usable):
-        """(principle id, example index among its examples of ``kind``) pairs: the first usable
-        example of each pool principle in pool order, then the second ones, ... up to ``limit``."""
-        picked: list[tuple[str, int, Any]] = []
-        if limit <= 0:
-            return picked
-        per: list[tuple[str, list[tuple[int, Any]]]] = []
-        for pid in pool:
-            mine = [ex for ex in by_id[pid].examples if isinstance(ex, kind)]
-            good = [(j, ex) for j, ex in enumerate(mine) if usable(ex)]
-            if good:
-                per.append((pid, good))
-            if len(per) >= limit:
-                break
-        depth = 0
-        while len(picked) < limit and any(len(g) > depth for _, g in per):
-            for pid, good in per:
-                if len(good) > depth:
-                    picked.append((pid, good[depth][0], good[depth][1]))
-                    if len(picked) >= limit:
-                        break
-            depth += 1
-        return picked
-
-    def _critique_preamble(self, pool, by_id, principles, limit, stop: StopRule):
-        n = lambda s: neutralize(s, self.fmt)  # noqa: E731
-        crit_t = critique_template(stop)
-        usable = lambda ex: None not in (ex.prompt, ex.response, ex.critique, ex.revision)  # noqa: E731
-        messages: list[dict] = []
-        refs: list[dict] = []
-        for pid, j, ex in self._round_robin(pool, by_id, ast.Example, limit, usable):
-            p = by_id[pid]
-            turns = [
-                ("user", n(ex.prompt.value), [ex.prompt.span]),
-                ("assistant", n(ex.response.value), [ex.response.span]),
-                ("user", crit_t.render({"critique": n(p.critique.value)}), [p.critique.span]),
-                ("assistant", n(ex.critique.value), [ex.critique.span]),
-                ("user", REVISION_TEMPLATE.render({"revise": n(p.revise.value)}), [p.revise.span]),
-                ("assistant", n(ex.revision.value), [ex.revision.span]),
-            ]
-            for role, content, spans in turns:
-                self._map(f"/critique_revision/preamble/{len(messages)}/content", *spans)
-                messages.append({"role": role, "content": content})
-            refs.append({"principle": pid, "example": j})
-        return messages, refs
-
-    def _compare_preamble(self, pool, by_id, principles, limit):
-        n = lambda s: neutralize(s, self.fmt)  # noqa: E731
-        usable = lambda ex: (  # noqa: E731
-            None not in (ex.prompt, ex.a, ex.b, ex.better) and ex.better.name.lower() in ("a", "b")
-        )
-        messages: list[dict] = []
-        refs: list[dict] = []
-        for pid, j, ex in self._round_robin(pool, by_id, ast.CompareExample, limit, usable):
-            p = by_id[pid]
-            content = COMPARISON_TEMPLATE.render(
-                {
-                    "conversation": "Human: " + n(ex.prompt.value),
-                    "principle": n(p.compare.value),
-                    "response_a": n(ex.a.value),
-                    "response_b": n(ex.b.value),
-                }
-            )
-            self._map(f"/comparison/preamble/{len(messages)}/content", ex.prompt.span, p.compare.span, ex.a.span, ex.b.span)
-            messages.append({"role": "user", "content": content})
-            answer = "The answer is: (" + ex.better.name.upper() + ")"
-            self._map(f"/comparison/preamble/{len(messages)}/content", ex.better.span)
-            messages.append({"role": "assistant", "content": answer})
-            refs.append({"principle": pid, "example": j})
-        return messages, refs
 
 
 def compile_program(

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Literal, Mapping
 
 from cai_dsl.compile.base import Compact
 from cai_dsl.lang import ast
 
-__all__ = ["Cond", "CondOp", "FacetIR", "eval_cond"]
+__all__ = ["Cond", "CondOp", "FacetIR", "eval_cond", "facet_ir", "validate_scenario"]
 
 
 CondOp = Literal["true", "false", "==", "!=", "<", "<=", ">", ">=", "in", "not in", "and", "or", "not"]
@@ -49,6 +50,49 @@ class FacetIR(Compact):
     values: tuple[str, ...] = ()
     ordered: bool = False
     bounds: tuple[int, int] | None = None
+
+
+def _lookalikes(text: str) -> str:
+    """`` (U+0430 CYRILLIC SMALL LETTER A)`` for the non-ASCII characters of ``text``, else ``""``."""
+    odd = [f"U+{ord(c):04X} {unicodedata.name(c, 'unnamed')}" for c in dict.fromkeys(text) if ord(c) > 127]
+    return f" (it contains {', '.join(odd)})" if odd else ""
+
+
+def validate_scenario(
+    scenario: Mapping[str, object] | None, facets: Mapping[str, FacetIR], error: type[Exception] = ValueError
+) -> tuple[tuple[str, str | int], ...]:
+    """The scenario as sorted ``(facet, value)`` pairs, checked against the facet vocabulary: an unknown
+    facet or value raises ``error`` naming the facet, the value and the allowed ones; a number facet
+    takes a whole number in its bounds (or a string of one). ``None`` values are left out."""
+    if scenario is not None and not isinstance(scenario, Mapping):
+        raise error(f"a scenario is an object of facet names to values, not {type(scenario).__name__}")
+    out: list[tuple[str, str | int]] = []
+    for key, value in sorted((scenario or {}).items()):
+        if value is None:  # a column of dicts with missing keys (Hugging Face datasets) reads back None
+            continue
+        facet = facets.get(key)
+        if facet is None:
+            raise error(f"unknown facet `{key}` in scenario{_lookalikes(key)}; facets are: {', '.join(sorted(facets))}")
+        if facet.bounds is not None:
+            low, high = facet.bounds
+            number = _number(value) if not isinstance(value, float) else None
+            if number is None or not low <= number <= high:
+                raise error(f"`{value}` is not a value of number facet `{key}`: expected a whole number from {low} to {high}")
+            out.append((key, number))
+        elif value not in facet.values:
+            raise error(
+                f"`{value}` is not a value of facet `{key}`{_lookalikes(str(value))}; values are: {', '.join(facet.values)}"
+            )
+        else:
+            out.append((key, value))  # type: ignore[arg-type]
+    return tuple(out)
+
+
+def facet_ir(facet: ast.Facet) -> FacetIR:
+    """The IR of a resolved facet (its value names or its bounds)."""
+    if facet.bounds is not None:
+        return FacetIR(name=facet.name.name, bounds=(facet.bounds.low.value, facet.bounds.high.value))
+    return FacetIR(name=facet.name.name, values=tuple(v.name for v in facet.values), ordered=facet.ordered)
 
 
 def _number(value: object) -> int | None:

@@ -4,7 +4,9 @@ Inside slot values (and few-shot texts, system prompts and conversation turns) t
 tokens* of the target's chat format are neutralised by :func:`neutralize`: a backslash is
 inserted after the token's first character (``<|im_start|>`` becomes ``<\\|im_start|>``, ``</s>``
 becomes ``<\\/s>``, ``[INST]`` becomes ``[\\INST]``). No control token contains a backslash, so the
-escaped text contains no control token and the escape cannot create one.
+escaped text contains no control token and the escape cannot create one. The chatml family also
+covers the other added tokens of SmolLM2's tokenizer (``<file_sep>``, ``<jupyter_code>``, ...), which
+its tokenizer would otherwise read as special tokens.
 """
 
 from __future__ import annotations
@@ -15,6 +17,13 @@ from typing import Sequence
 __all__ = ["CONTROL_TOKEN_PATTERNS", "contains_control_token", "neutralize"]
 
 _PIPE_TOKEN = r"<\|[A-Za-z0-9_]+\|>"  # chatml, llama3, phi...: <|im_start|>, <|eot_id|>, ...
+_STARCODER_TOKENS = tuple(
+    f"<{name}>"
+    for name in (
+        "file_sep", "filename", "reponame", "repo_name", "gh_stars", "issue_start", "issue_comment", "issue_closed",
+        "jupyter_start", "jupyter_text", "jupyter_code", "jupyter_output", "jupyter_script", "empty_output",
+    )
+)  # the added tokens of SmolLM2's (StarCoder-family) tokenizer besides its chatml ones
 _INST_TOKENS = ("[INST]", "[/INST]", "<<SYS>>", "<</SYS>>", "<s>", "</s>", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]")
 
 
@@ -26,11 +35,11 @@ def _token_regex(fixed: Sequence[str], pipe: bool) -> re.Pattern[str]:
 
 
 CONTROL_TOKEN_PATTERNS: dict[str, re.Pattern[str]] = {
-    "chatml": _token_regex((), pipe=True),
+    "chatml": _token_regex(_STARCODER_TOKENS, pipe=True),
     "llama3": _token_regex((), pipe=True),
     "llama2": _token_regex(_INST_TOKENS, pipe=False),
     "mistral": _token_regex(_INST_TOKENS, pipe=False),
-    "model": _token_regex(_INST_TOKENS, pipe=True),  # unknown template: neutralise every known family
+    "model": _token_regex(_INST_TOKENS + _STARCODER_TOKENS, pipe=True),  # unknown template: neutralise every known family
 }
 """Per chat format, the control tokens neutralised in text (see the module docstring)."""
 

@@ -5,22 +5,28 @@ Export (from a compiled :class:`~cai_dsl.compile.ir.Program`, so only error-free
 * ``hf-cai`` — Hugging Face's open CAI recipe (llm-swarm ``examples/constitutional-ai``):
   ``{"constitutions": [{"critic", "revision"}, ...], "system_chat": [[{"role", "content"}, ...], ...]}``.
   ``constitutions``: the principles with both critique and revise text, in declaration order;
-  ``system_chat``: one six-turn chat per complete ``example`` block (prompt, response, critic
-  request, critique, revision request, revision), principles in declaration order.
+  ``system_chat``: one chat per complete ``example`` block: its ``turn`` lines, then prompt,
+  response, critic request, critique, revision request, revision (the example's ``request``
+  texts, else its principle's); the shared (top-level) examples first, in order, then each
+  principle's in declaration order.
 * ``langchain`` — a JSON list of LangChain ``ConstitutionalPrinciple`` fields:
   ``[{"name", "critique_request", "revision_request"}, ...]``.
 * ``jsonl`` — the comparison principles, one ``{"id", "compare", "weight", "tags"}`` per line.
+* ``anthropic`` — Anthropic's published files, ``{file name: data}`` (:mod:`cai_dsl.compile.anthropic`).
 
 Import (to a :class:`~cai_dsl.lang.ast.ConstitutionFile`, printed with :func:`cai_dsl.lang.printer.format_ast`
 when that exists, else with the minimal printer here):
 
 * ``hf-cai`` — principles ``<prefix>.pNN`` with critique/revise; each ``system_chat`` conversation
-  becomes an ``example`` of the principle whose critic text it uses (conversations matching no
-  principle are reported and skipped).
+  (user/assistant turns, six or more) becomes an example, the turns before the last six its
+  ``turn`` lines: an example of the principle whose critic text it uses when the chats come in
+  declaration order, else shared examples in their order, with ``request`` lines; either way the
+  export gives the same JSON back (conversations matching no principle are reported and skipped).
 * ``anthropic`` — ``CritiqueRevisionInstructions.json`` (16 pairs, ``harmfulN`` ->
   ``anthropic.harmfulN``; the ``CritiqueRequest:``/``Critique:`` and ``RevisionRequest:``/
   ``Revision:`` scaffolding is stripped) and optionally ``RLMadisonInstructions.json`` (comparison
-  principles ``anthropic.compareNN``, the trailing ``Options:`` stripped).
+  principles ``anthropic.compareNN``, the trailing ``Options:`` stripped); from a directory, also
+  its few-shot files, as shared examples in order (:data:`ANTHROPIC_SHOTS`).
 
 Every imported file has one deployment, ``default { include * }``.
 """
@@ -35,15 +41,18 @@ from typing import Any
 
 from cai_dsl.core.errors import CaiError
 from cai_dsl.core.files import write_atomic
+from cai_dsl.core.records import loads_checked
 
 from cai_dsl.lang import ast
-from cai_dsl.compile.ir import Program
+from cai_dsl.compile.anthropic import compare_shot, critique_shot, export_anthropic, precog_shot
+from cai_dsl.compile.ir import CritiqueExampleIR, Program
 
 __all__ = [
     "EXPORT_FORMATS",
     "IMPORT_FORMATS",
     "ImportResult",
     "InteropError",
+    "export_files",
     "export_program",
     "export_text",
     "from_anthropic",
@@ -54,7 +63,13 @@ __all__ = [
     "write_atomic",
 ]
 
-EXPORT_FORMATS = ("hf-cai", "langchain", "jsonl")
+EXPORT_FORMATS = ("hf-cai", "langchain", "jsonl", "anthropic")
+#: Anthropic's few-shot files, read from an imported directory: (file name, parser, what it holds)
+ANTHROPIC_SHOTS = (
+    ("CritiqueRevisionFewShotPrompts.json", critique_shot, "critique/revision dialogue"),
+    ("RLMadisonFewShotPrompts.json", compare_shot, "`{prompt, corrects, incorrects}` comparison"),
+    ("RLMadisonPrecogFewShotPrompts.json", precog_shot, "chain-of-thought comparison"),
+)
 IMPORT_FORMATS = ("hf-cai", "anthropic")
 
 
@@ -65,27 +80,36 @@ class InteropError(CaiError):
 # ---------------------------------------------------------------- export
 
 
+def _hf_chat(ex: CritiqueExampleIR, critique: str | None, revise: str | None) -> list[dict[str, str]] | None:
+    """An example as one recipe chat: its dialogue turns, then the six critique/revision turns."""
+    critique = ex.critique_request if ex.critique_request is not None else critique
+    revise = ex.revision_request if ex.revision_request is not None else revise
+    if not ex.complete or critique is None or revise is None:
+        return None
+    return [
+        *({"role": t.role, "content": t.content} for t in ex.turns),
+        {"role": "user", "content": ex.prompt},
+        {"role": "assistant", "content": ex.response},
+        {"role": "user", "content": critique},
+        {"role": "assistant", "content": ex.critique},
+        {"role": "user", "content": revise},
+        {"role": "assistant", "content": ex.revision},
+    ]
+
+
 def _hf_cai(program: Program) -> dict[str, Any]:
+    """The shared examples first, in order (with the pool's first principle's requests unless they
+    carry their own), then each principle's examples in declaration order."""
+    pool = program.critique_revision.pool
+    first = program.principle(pool[0]) if pool else None
+    chats = [_hf_chat(ex, first and first.critique, first and first.revise) for ex in program.examples]
     constitutions = []
-    chats = []
     for p in program.principles:
         if p.critique is None or p.revise is None:
             continue
         constitutions.append({"critic": p.critique, "revision": p.revise})
-        for ex in p.examples:
-            if not ex.complete:
-                continue
-            chats.append(
-                [
-                    {"role": "user", "content": ex.prompt},
-                    {"role": "assistant", "content": ex.response},
-                    {"role": "user", "content": p.critique},
-                    {"role": "assistant", "content": ex.critique},
-                    {"role": "user", "content": p.revise},
-                    {"role": "assistant", "content": ex.revision},
-                ]
-            )
-    return {"constitutions": constitutions, "system_chat": chats}
+        chats += [_hf_chat(ex, p.critique, p.revise) for ex in p.examples]
+    return {"constitutions": constitutions, "system_chat": [c for c in chats if c is not None]}
 
 
 def _langchain(program: Program) -> list[dict[str, str]]:
@@ -112,7 +136,17 @@ def export_program(program: Program, fmt: str) -> Any:
         return _langchain(program)
     if fmt == "jsonl":
         return _jsonl(program)
+    if fmt == "anthropic":  # {file name: its data}
+        return export_anthropic(program)
     raise InteropError(f"unknown export format `{fmt}` (formats: {', '.join(EXPORT_FORMATS)})")
+
+
+def export_files(program: Program, fmt: str) -> dict[str, str]:
+    """The export as files to write into a directory: ``anthropic``'s published files, each as
+    indented JSON; any other format as one file ``export.json`` (``export.jsonl``)."""
+    if fmt == "anthropic":
+        return {name: json.dumps(data, ensure_ascii=False, indent=2) + "\n" for name, data in export_anthropic(program).items()}
+    return {"export.jsonl" if fmt == "jsonl" else "export.json": export_text(program, fmt)}
 
 
 def export_text(program: Program, fmt: str) -> str:
@@ -149,7 +183,7 @@ def _principle(pid: str, critique: str | None = None, revise: str | None = None,
     )
 
 
-def _file(name: str, source: str | None, principles: list[ast.Principle], path: str) -> ast.ConstitutionFile:
+def _file(name: str, source: str | None, principles: list[Any], path: str) -> ast.ConstitutionFile:
     items: list[Any] = [ast.Header(name=_t(name), version=_t("1.0"))]
     if source:
         items.append(ast.Source(text=_t(source)))
@@ -170,10 +204,7 @@ def _load_json(path: str | os.PathLike[str]) -> Any:
         raise InteropError(f"{path}: file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InteropError(f"{path}: cannot read: {exc}") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InteropError(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from None
+    return loads_checked(text, str(path), InteropError, position=True)
 
 
 def _chats(system_chat: Any, origin: str) -> list[list[dict]]:
@@ -202,38 +233,62 @@ def from_hf_cai(data: Any, *, name: str = "imported", prefix: str = "hf", origin
         if not isinstance(entry, dict) or not isinstance(entry.get("critic"), str) or not isinstance(entry.get("revision"), str):
             raise InteropError(f"{origin}: constitutions[{i}] needs string fields `critic` and `revision`")
         pairs.append((entry["critic"], entry["revision"]))
+    if not pairs:
+        raise InteropError(f"{origin}: the `constitutions` list is empty: nothing to import")
     width = max(2, len(str(len(pairs))))
     ids = [f"{prefix}.p{i + 1:0{width}d}" for i in range(len(pairs))]
-    examples: dict[int, list[ast.Example]] = {}
-    by_critic = {}
+    by_critic: dict[str, int] = {}
     for i, (critic, _) in enumerate(pairs):
         by_critic.setdefault(critic.strip(), i)
+    matched: list[tuple[int, list[dict]]] = []
     for k, chat in enumerate(_chats(data.get("system_chat", []), origin)):
         ok = (
             len(chat) >= 6
-            and all(isinstance(m, dict) and isinstance(m.get("content"), str) for m in chat[:6])
-            and [m.get("role") for m in chat[:6]] == ["user", "assistant"] * 3
+            and len(chat) % 2 == 0
+            and all(isinstance(m, dict) and isinstance(m.get("content"), str) for m in chat)
+            and [m.get("role") for m in chat] == ["user", "assistant"] * (len(chat) // 2)
         )
         if not ok:
-            warnings.append(f"system_chat[{k}]: not a six-turn user/assistant chat; skipped")
+            warnings.append(f"system_chat[{k}]: not a user/assistant chat of six turns or more (even); skipped")
             continue
-        i = by_critic.get(chat[2]["content"].strip())
+        i = by_critic.get(chat[-4]["content"].strip())
         if i is None:
             warnings.append(f"system_chat[{k}]: its critic request matches no constitution entry; skipped")
             continue
-        examples.setdefault(i, []).append(
-            ast.Example(
-                prompt=_t(chat[0]["content"]),
-                response=_t(chat[1]["content"]),
-                critique=_t(chat[3]["content"]),
-                revision=_t(chat[5]["content"]),
-            )
-        )
+        matched.append((i, chat))
+    # in declaration order, the chats stay with their principles (the export lists them so);
+    # otherwise they are shared examples, in order, naming their requests
+    owned = all(a[0] <= b[0] for a, b in zip(matched, matched[1:]))
+    examples: dict[int, list[ast.Example]] = {}
+    shared = []
+    for i, chat in matched:
+        if owned:
+            examples.setdefault(i, []).append(_hf_example(chat, pairs[i]))
+        else:
+            shared.append(_hf_example(chat, None))
     principles = [
         _principle(ids[i], critique=c, revise=r, examples=examples.get(i, ())) for i, (c, r) in enumerate(pairs)
     ]
-    file = _file(name, "imported from a Hugging Face CAI recipe", principles, f"{name}.const")
+    file = _file(name, "imported from a Hugging Face CAI recipe", [*shared, *principles], f"{name}.const")
     return ImportResult(file, render_const(file), warnings)
+
+
+def _hf_example(chat: list[dict], pair: tuple[str, str] | None) -> ast.Example:
+    """A recipe chat as an example: the turns before the last six are its dialogue; a request
+    differing from its principle's text (``pair``; None for a shared example) is kept on it."""
+    *dialogue, prompt, response, critic, critique, revise, revision = (m["content"] for m in chat)
+    requests = []
+    for what, text, default in (("critique", critic, pair and pair[0]), ("revision", revise, pair and pair[1])):
+        if text != default:
+            requests.append(ast.Request(what=ast.Ident(name=what), text=_t(text)))
+    return ast.Example(
+        turns=tuple(ast.Turn(role=ast.Ident(name=m["role"]), text=_t(m["content"])) for m in chat[: len(dialogue)]),
+        requests=tuple(requests),
+        prompt=_t(prompt),
+        response=_t(response),
+        critique=_t(critique),
+        revision=_t(revision),
+    )
 
 
 _CRITIQUE_RE = re.compile(r"^\s*(?:CritiqueRequest:\s*)?(.*?)\s*(?:Critique:\s*)?$", re.S)
@@ -249,10 +304,12 @@ def from_anthropic(
     instructions: Any,
     comparisons: Any = None,
     *,
+    shots: dict[str, Any] | None = None,
     name: str = "anthropic-2022",
     origin: str = "<anthropic>",
 ) -> ImportResult:
-    """Anthropic's published JSON (CritiqueRevisionInstructions + RLMadisonInstructions) -> a constitution."""
+    """Anthropic's published JSON (CritiqueRevisionInstructions + RLMadisonInstructions) -> a constitution;
+    ``shots`` maps few-shot file names (:data:`ANTHROPIC_SHOTS`) to their data: shared examples, in order."""
     if not isinstance(instructions, dict):
         raise InteropError(f"{origin}: expected an object `harmfulN: {{prompt, edit_request}}` (CritiqueRevisionInstructions.json)")
     principles = []
@@ -282,8 +339,25 @@ def from_anthropic(
         for i, text in enumerate(comparisons):
             compare = re.sub(r"\s*Options:\s*$", "", text.strip())
             principles.append(_principle(f"anthropic.compare{i:0{width}d}", compare=compare))
-    file = _file(name, "Bai et al. 2022, Constitutional AI: Harmlessness from AI Feedback (published prompts)", principles, f"{name}.const")
-    return ImportResult(file, render_const(file), [])
+    if not principles:
+        raise InteropError(f"{origin}: no critique/revision instructions and no comparisons: nothing to import")
+    warnings: list[str] = []
+    examples: list[Any] = []
+    for file_name, parse, what in ANTHROPIC_SHOTS:
+        data = (shots or {}).get(file_name)
+        if data is None:
+            continue
+        if not isinstance(data, list):
+            raise InteropError(f"{origin}: {file_name} must be a list")
+        for k, entry in enumerate(data):
+            example = parse(entry)
+            if example is None:
+                warnings.append(f"{file_name}[{k}]: not a {what} in the published layout; skipped")
+            else:
+                examples.append(example)
+    source = "Bai et al. 2022, Constitutional AI: Harmlessness from AI Feedback (published prompts)"
+    file = _file(name, source, [*examples, *principles], f"{name}.const")
+    return ImportResult(file, render_const(file), warnings)
 
 
 def import_file(
@@ -296,20 +370,25 @@ def import_file(
     """Read ``path`` in format ``fmt`` (``hf-cai`` or ``anthropic``) and build a constitution.
 
     For ``anthropic``, ``path`` is ``CritiqueRevisionInstructions.json`` or a directory holding it
-    (and, optionally, ``RLMadisonInstructions.json``, also read from ``compare_path``).
+    (and, optionally, ``RLMadisonInstructions.json``, also read from ``compare_path``, and the
+    few-shot files of :data:`ANTHROPIC_SHOTS`).
     """
     path = Path(path)
     if fmt == "hf-cai":
         return from_hf_cai(_load_json(path), name=name or path.stem.replace("_", "-"), origin=str(path))
     if fmt == "anthropic":
+        shots: dict[str, Any] = {}
         if path.is_dir():
             instructions = path / "CritiqueRevisionInstructions.json"
             if compare_path is None and (path / "RLMadisonInstructions.json").is_file():
                 compare_path = path / "RLMadisonInstructions.json"
+            shots = {f: _load_json(path / f) for f, _, _ in ANTHROPIC_SHOTS if (path / f).is_file()}
         else:
             instructions = path
         comparisons = _load_json(compare_path) if compare_path is not None else None
-        return from_anthropic(_load_json(instructions), comparisons, name=name or "anthropic-2022", origin=str(instructions))
+        return from_anthropic(
+            _load_json(instructions), comparisons, shots=shots, name=name or "anthropic-2022", origin=str(instructions)
+        )
     raise InteropError(f"unknown import format `{fmt}` (formats: {', '.join(IMPORT_FORMATS)})")
 
 

@@ -37,9 +37,9 @@ import json
 import random
 import re
 from functools import cached_property
-from typing import Any, Literal, Mapping
+from typing import Any, ClassVar, Literal, Mapping
 
-from pydantic import Field
+from pydantic import Field, model_serializer
 
 from cai_dsl.compile.targets import BackendOptions, DPOParams, PPOParams, RewardModelParams, SFTParams
 from cai_dsl.compile.base import Frozen, Loc, SourceLoc, canonical_json, gc_paused, sha256_text
@@ -110,10 +110,32 @@ SCHEMA_ID = "https://cai-dsl.dev/schemas/ir-v1.schema.json"
 # ---------------------------------------------------------------------------- principles
 
 
-class CritiqueExampleIR(Frozen):
+class _OmitsEmpty(Frozen):
+    """Serialised without the fields in ``_omit_empty`` while they are empty (the fields added
+    after IR version 1 shipped: a program that uses none of them keeps its bytes and hash)."""
+
+    _omit_empty: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _omit(self, handler):
+        data = handler(self)
+        for key in self._omit_empty:
+            if data.get(key) in (None, [], ()):
+                data.pop(key, None)
+        return data
+
+
+class CritiqueExampleIR(_OmitsEmpty):
+    """A critique/revision few-shot: the dialogue ``turns``, then prompt, response, critique,
+    revision; ``critique_request``/``revision_request`` replace the principle's texts for it."""
+
+    _omit_empty = ("turns", "critique_request", "revision_request")
+    turns: tuple[Message, ...] = Field((), description="the dialogue before `prompt`, in order")
     prompt: str | None = None
     response: str | None = None
+    critique_request: str | None = None
     critique: str | None = None
+    revision_request: str | None = None
     revision: str | None = None
 
     @property
@@ -121,11 +143,18 @@ class CritiqueExampleIR(Frozen):
         return None not in (self.prompt, self.response, self.critique, self.revision)
 
 
-class CompareExampleIR(Frozen):
+class CompareExampleIR(_OmitsEmpty):
+    """A labelled comparison after the dialogue ``turns``; ``compare_request`` replaces the
+    principle's ``compare`` text for it; ``rationale`` says why ``better`` is better."""
+
+    _omit_empty = ("turns", "compare_request", "rationale")
+    turns: tuple[Message, ...] = Field((), description="the dialogue before `prompt`, in order")
     prompt: str | None = None
+    compare_request: str | None = None
     a: str | None = None
     b: str | None = None
     better: Literal["a", "b"] | None = None
+    rationale: str | None = None
 
     @property
     def complete(self) -> bool:
@@ -250,7 +279,9 @@ def first_sentence(text: str) -> str:
 
 
 class FewShotRef(Frozen):
-    principle: str
+    principle: str | None = Field(
+        description="the principle whose example it is (None: a shared example, `example` indexes the program's)"
+    )
     example: int
 
 
@@ -385,14 +416,20 @@ class Provenance(Frozen):
 # ---------------------------------------------------------------------------- the program
 
 
-class Program(PromptBuilder, Voting, Frozen):
+class Program(PromptBuilder, Voting, _OmitsEmpty):
     """A compiled constitution for one deployment and one target (see the module docstring)."""
+
+    _omit_empty = ("examples", "compare_examples")
 
     ir_version: Literal["1"] = IR_VERSION
     provenance: Provenance
     facets: tuple[FacetIR, ...] = ()
     assumptions: tuple[ConditionIR, ...] = ()
     principles: tuple[PrincipleIR, ...] = Field(description="in declaration order")
+    examples: tuple[CritiqueExampleIR, ...] = Field((), description="the shared (top-level) critique examples, in order")
+    compare_examples: tuple[CompareExampleIR, ...] = Field(
+        (), description="the shared (top-level) comparison examples, in order"
+    )
     behaviors: tuple[BehaviorIR, ...] = Field((), description="the behaviors the principles use, sorted by name")
     priority: PriorityIR
     conflicts: tuple[ConflictIR, ...] = ()

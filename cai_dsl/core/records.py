@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,10 @@ from cai_dsl.core.errors import CaiError
 from cai_dsl.core.files import write_atomic, write_json_atomic
 from cai_dsl.core.hashing import RunMismatch, check_resume, jsonable
 
-__all__ = ["JsonlContent", "RecordError", "RecordFile", "RunMismatch", "dump_record", "read_jsonl"]
+_LONE_SURROGATE_HINT = re.compile(r"\\u[dD][89a-fA-F]")
+"""A ``\\uD8xx``-``\\uDFxx`` escape: the string may hold a lone surrogate (checked then)."""
+
+__all__ = ["JsonlContent", "RecordError", "RecordFile", "RunMismatch", "dump_record", "loads_checked", "read_jsonl"]
 
 
 class RecordError(CaiError, ValueError):
@@ -58,13 +62,32 @@ class JsonlContent:
         return self.terminated and self.end == self.size
 
 
+def loads_checked(text: str, where: str, error: type[Exception], *, position: bool = False) -> Any:
+    """``json.loads`` whose problems raise ``error`` as ``where: message``: invalid JSON (``where:line:column:``
+    with ``position``, else the column in the message), JSON nested deeper than the parser's recursion
+    limit, and strings with a lone surrogate (``"\\ud800"``, which cannot be written back as UTF-8)."""
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        if position:
+            raise error(f"{where}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from None
+        raise error(f"{where}: invalid JSON: {exc.msg} (column {exc.colno})") from None
+    except RecursionError:
+        raise error(f"{where}: JSON nested too deeply") from None
+    if "\\u" in text and _LONE_SURROGATE_HINT.search(text):  # rare: only then check the parsed strings
+        try:
+            json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise error(f"{where}: a string holds a lone surrogate (an unpaired \\uD800-\\uDFFF escape)") from None
+    return obj
+
+
 def _parse(raw: bytes, where: str, error: type[Exception]) -> dict[str, Any]:
     try:
-        obj = json.loads(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise error(f"{where}: not UTF-8 text: {exc}") from None
-    except json.JSONDecodeError as exc:
-        raise error(f"{where}: invalid JSON: {exc.msg} (column {exc.colno})") from None
+    obj = loads_checked(text, where, error)
     if not isinstance(obj, dict):
         raise error(f"{where}: expected a JSON object, got {type(obj).__name__}")
     return obj

@@ -234,24 +234,55 @@ class Tags(Node):
     names: tuple[Ident, ...]
 
 
+class Turn(Node):
+    """``turn user "..."`` / ``turn assistant "..."``: one message of an example's dialogue."""
+
+    kind: Literal["turn"] = "turn"
+    role: Ident  # `user` or `assistant` (checked by the builder)
+    text: Text
+
+
+class Request(Node):
+    """``request critique "..."`` / ``request revision "..."``: the request text shown with an
+    example (default: its principle's ``critique``/``revise`` text; for a comparison, ``compare``)."""
+
+    kind: Literal["request"] = "request"
+    what: Ident  # `critique` or `revision` (critique examples), `compare` (comparison examples)
+    text: Text
+
+
 class Example(Node):
-    """A critique/revision few-shot: prompt, response, critique, revision."""
+    """A critique/revision few-shot: a dialogue (``turns``), then prompt, response, critique, revision.
+
+    In a principle it is that principle's; at top level it is shared by every principle."""
 
     kind: Literal["example"] = "example"
+    turns: tuple[Turn, ...] = ()
+    requests: tuple[Request, ...] = ()
     prompt: Text | None = None
     response: Text | None = None
     critique: Text | None = None
     revision: Text | None = None
 
+    def request(self, what: str) -> Text | None:
+        """The text of its ``request WHAT`` line, if any."""
+        return next((r.text for r in self.requests if r.what.name == what), None)
+
 
 class CompareExample(Node):
-    """A labelled comparison: which of responses ``a`` and ``b`` is better."""
+    """A labelled comparison: which of responses ``a`` and ``b`` is better (after the dialogue
+    ``turns``), and optionally why (``rationale``)."""
 
     kind: Literal["compare_example"] = "compare_example"
+    turns: tuple[Turn, ...] = ()
+    requests: tuple[Request, ...] = ()
     prompt: Text | None = None
     a: Text | None = None
     b: Text | None = None
     better: Ident | None = None
+    rationale: Text | None = None
+
+    request = Example.request
 
 
 class PrincipleBody(Node):
@@ -442,6 +473,8 @@ Item = Annotated[
         TestCase,
         PropertyCase,
         AuthorityDecl,
+        Example,
+        CompareExample,
     ],
     Field(discriminator="kind"),
 ]

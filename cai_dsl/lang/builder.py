@@ -84,7 +84,8 @@ class AstBuilder:
 
     # -- header
     def start(self, meta, children) -> list:
-        return children
+        # a top-level example comes back as its principle-field pair ("examples", node)
+        return [c[1] if isinstance(c, tuple) else c for c in children]
 
     def header(self, meta, children):
         return ast.Header(name=children[0], version=children[1], span=self._s(meta))
@@ -219,6 +220,27 @@ class AstBuilder:
     def ex_revision(self, meta, children):
         return ("revision", children[0])
 
+    def _word(self, token: Token, what: str, allowed: tuple[str, ...]) -> ast.Ident:
+        ident = self._ident(token)
+        if ident.name not in allowed:
+            self.diagnostics.append(
+                rules.INVALID_LITERAL(
+                    f"{what} must be {' or '.join(f'`{a}`' for a in allowed)}, not `{ident.name}`", ident.span
+                )
+            )
+        return ident
+
+    def ex_turn(self, meta, children):
+        role = self._word(children[0], "a turn's role", ("user", "assistant"))
+        return ("turns", ast.Turn(role=role, text=children[1], span=self._s(meta)))
+
+    def ex_request(self, meta, children):
+        what = self._word(children[0], "a request", ("critique", "revision", "compare"))
+        return ("requests", ast.Request(what=what, text=children[1], span=self._s(meta)))
+
+    def ex_rationale(self, meta, children):
+        return ("rationale", children[0])
+
     def ex_a(self, meta, children):
         return ("a", children[0])
 
@@ -254,10 +276,30 @@ class AstBuilder:
         return fields
 
     def example(self, meta, children):
-        return ("examples", ast.Example(span=self._s(meta), **self._fields(children, "example")))
+        return ("examples", ast.Example(span=self._s(meta), **self._example_fields(children, ("critique", "revision"))))
 
     def compare_example(self, meta, children):
-        return ("examples", ast.CompareExample(span=self._s(meta), **self._fields(children, "example")))
+        return ("examples", ast.CompareExample(span=self._s(meta), **self._example_fields(children, ("compare",))))
+
+    def _example_fields(self, children, kinds: tuple[str, ...]) -> dict:
+        """The fields of an example; its requests (of ``kinds``) once each, in the order of
+        ``kinds`` (their order means nothing)."""
+        fields = self._fields(children, "example", repeatable=("turns", "requests"))
+        if "requests" not in fields:
+            return fields
+        kept: dict[str, ast.Request] = {}
+        for r in fields["requests"]:
+            name = r.what.name
+            if name not in kinds:
+                if name in ("critique", "revision", "compare"):  # else already reported by ex_request
+                    where = "an `example compare`" if name == "compare" else "an `example`"
+                    self.diagnostics.append(rules.INVALID_LITERAL(f"`request {name}` belongs in {where}", r.span))
+            elif name in kept:
+                self.diagnostics.append(rules.DUPLICATE_FIELD(f"`request {name}` is given twice in this example", r.span))
+            else:
+                kept[name] = r
+        fields["requests"] = tuple(kept[k] for k in kinds if k in kept)
+        return fields
 
     def principle(self, meta, children):
         name, *pairs = children

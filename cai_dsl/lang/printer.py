@@ -21,8 +21,10 @@ whitespace and prints the AST back with these rules:
 * **Principle fields** (and ``override`` bodies) come in the canonical order
   ``critique``, ``revise``, ``compare``, ``when``, the effect lines in source order
   (one per source line), ``weight``, ``tags``, ``authority``, ``final``, then the
-  ``example`` blocks in source order (an ``override`` prints ``narrow when`` after ``when``). Example fields are ordered ``prompt``, ``response``, ``critique``,
-  ``revision`` (or ``prompt``, ``a``, ``b``, ``better``). A behavior's block lists
+  ``example`` blocks in source order (an ``override`` prints ``narrow when`` after ``when``). Example fields are ordered: the ``turn`` lines in source order, ``prompt``, ``response``,
+  ``request critique``, ``critique``, ``request revision``, ``revision`` (or the turns, ``prompt``,
+  ``request compare``, ``a``, ``b``, ``better``, ``rationale``); a top-level example prints like one
+  in a principle, at top level. A behavior's block lists
   ``marker``, ``pattern``, ``judge``, ``opening`` lines in that order, one line per field
   and source line (values written on one line stay on one line). The string values of a
   block's keyword-string fields are aligned to one column
@@ -275,21 +277,26 @@ class _Builder:
 
     def example(self, example: ast.Example | ast.CompareExample, depth: int) -> _Block:
         indent = INDENT * (depth + 1)
+        turns = [(f"turn {t.role.name}", t.text) for t in example.turns]
+        request = lambda what: (f"request {what}", example.request(what))  # noqa: E731
         if isinstance(example, ast.CompareExample):
-            children = self.text_fields([("prompt", example.prompt), ("a", example.a), ("b", example.b)], indent)
+            pairs = [*turns, ("prompt", example.prompt), request("compare"), ("a", example.a), ("b", example.b)]
+            children = self.text_fields(pairs, indent)
             if example.better is not None:
                 children.append(_Leaf(f"better {example.better.name}", example.better.span))
+            children += self.text_fields([("rationale", example.rationale)], indent)
             header = "example compare"
         else:
-            children = self.text_fields(
-                [
-                    ("prompt", example.prompt),
-                    ("response", example.response),
-                    ("critique", example.critique),
-                    ("revision", example.revision),
-                ],
-                indent,
-            )
+            pairs = [
+                *turns,
+                ("prompt", example.prompt),
+                ("response", example.response),
+                request("critique"),
+                ("critique", example.critique),
+                request("revision"),
+                ("revision", example.revision),
+            ]
+            children = self.text_fields(pairs, indent)
             header = "example"
         return _Block(header, example.span, _keyword_end(example.span, "example"), children)
 
@@ -394,6 +401,8 @@ class _Builder:
             return _Leaf("authority " + " > ".join(v.name for v in item.levels), item.span)
         if isinstance(item, ast.Principle):
             return _Block(f"principle {item.id.name}", item.span, _end_of(item.id), self.body(item, 1))
+        if isinstance(item, (ast.Example, ast.CompareExample)):
+            return self.example(item, 0)
         if isinstance(item, ast.Conflict):
             children: list[_Doc] = [
                 _Leaf(f"when {format_expr(b.condition)}: {b.winner.name}", b.span) for b in item.branches

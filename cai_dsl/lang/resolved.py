@@ -84,6 +84,8 @@ class Constitution(BaseModel):
     priorities: tuple[ast.Priority, ...]
     conflicts: tuple[ast.Conflict, ...]
     authority: tuple[str, ...] = ()  # the declared levels, highest first
+    # top-level examples, shared by every principle: imported files' first, then the root's, in source order
+    examples: tuple[ast.Example | ast.CompareExample, ...] = ()
     deployments: dict[str, ResolvedDeployment]  # the root file's
     deployment_decls: dict[str, ast.Deployment]
     tests: tuple[ast.TestCase, ...]

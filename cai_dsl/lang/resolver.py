@@ -125,6 +125,7 @@ def resolve(path: str | Path, text: str | None = None, overlay: Mapping[str, str
         priorities=tuple(scope.priorities),
         conflicts=tuple(scope.conflicts),
         authority=scope.authority.levels,
+        examples=tuple(scope.examples),
         deployments=deployments,
         deployment_decls=scope.deployments,
         tests=tuple(scope.tests),

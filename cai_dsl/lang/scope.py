@@ -26,6 +26,7 @@ class Scope:
         self.tests: list[ast.TestCase] = []
         self.properties: list[ast.PropertyCase] = []
         self.authorities: list[ast.AuthorityDecl] = []
+        self.examples: list[ast.Example | ast.CompareExample] = []  # top-level: shared by every principle
         # imported files first so that the root's duplicates point at the root
         for path in [p for p in files if p != root] + ([root] if root in files else []):
             self._add_file(files[path], is_root=path == root)
@@ -77,6 +78,8 @@ class Scope:
                 self.conflicts.append(item)
             elif isinstance(item, ast.AuthorityDecl):
                 self.authorities.append(item)
+            elif isinstance(item, (ast.Example, ast.CompareExample)):
+                self.examples.append(item)
             elif is_root and isinstance(item, ast.Deployment):
                 self._define(self.deployments, item.name, item, "deployment")
             elif is_root and isinstance(item, ast.TestCase):

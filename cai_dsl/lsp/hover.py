@@ -15,6 +15,10 @@ def _where(span: ast.Span, base: str) -> str:
     return f"{os.path.relpath(span.file, os.path.dirname(base))}:{span.line}"
 
 
+def _short(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _names(items) -> str:
     return ", ".join(f"`{i}`" for i in items) or "none"
 
@@ -36,6 +40,10 @@ def _principle(c: Constitution, pid: str) -> list[str]:
         out.append(f"- weight {p.weight.literal}")
     if p.tags is not None:
         out.append(f"- tags {', '.join('#' + t for t in p.tag_names)}")
+    if p.final is not None:
+        out.append("- final: no deployment may exclude, override or outrank it")
+    elif p.authority is not None:
+        out.append(f"- changeable from authority level `{p.authority.name}`")
     active = [name for name, d in c.deployments.items() if pid in d.principle_ids]
     out.append(f"- in deployments: {_names(active)}")
     for name in active:
@@ -56,6 +64,11 @@ def _behavior(c: Constitution, name: str) -> list[str]:
     out = [f"**behavior** `{name}` ({_where(b.name.span, c.root)})"]
     if b.description is not None:
         out.append(b.description.value)
+    if b.observe is not None:
+        for field in ("markers", "patterns", "judges", "openings"):
+            texts = [_short(t.value) for t in getattr(b.observe, field)]
+            if texts:
+                out.append(f"- {field[:-1]}: {_names(texts)}")
     for effect, done in (("require", "required"), ("forbid", "forbidden"), ("prefer", "preferred")):
         by = [pid for pid, p in c.principles.items() if name in p.effect_behaviors(effect)]
         if by:
@@ -90,13 +103,30 @@ def _deployment(c: Constitution, name: str) -> list[str]:
         return out
     if len(d.chain) > 1:
         out.append(f"- extends {' -> '.join(d.chain[1:])}")
+    if d.authority is not None:
+        out.append(f"- authority level `{d.authority}`")
     out.append(f"- principles ({len(d.principles)}): {_names(d.principle_ids)}")
+    if d.locked:
+        out.append(f"- locked for the deployments extending it: {_names(d.locked)}")
     for a in d.assumptions:
         out.append(f"- assume `{format_expr(a)}`")
     settings = d.settings.model_dump(exclude_unset=True)
     if settings:
         out.append("- settings: " + ", ".join(f"{k} = {v}" for k, v in settings.items()))
     return out
+
+
+def _authority(c: Constitution, level: str, declared: list[ast.Span]) -> list[str]:
+    if level not in c.authority or not declared:
+        return [f"undefined authority level `{level}`"]
+    principles = [pid for pid, p in c.principles.items() if p.authority is not None and p.authority.name == level]
+    deployments = [name for name, d in c.deployments.items() if d.authority == level]
+    return [
+        f"**authority level** `{level}` ({_where(declared[0], c.root)})",
+        f"- levels, highest first: `{' > '.join(c.authority)}`",
+        f"- principles changeable from it: {_names(principles)}",
+        f"- deployments at it: {_names(deployments)}",
+    ]
 
 
 def hover_text(index: SymbolIndex, key: Key) -> str | None:
@@ -113,6 +143,11 @@ def hover_text(index: SymbolIndex, key: Key) -> str | None:
         lines = _facet(c, key[1], key[2])
     elif kind == "deployment":
         lines = _deployment(c, key[1])
+    elif kind == "deployments":
+        matched = [k[1] for k in index.expand(key)]
+        lines = [f"**deployment glob** `{key[1]}`", f"- matches {len(matched)} deployment(s): {_names(matched)}"]
+    elif kind == "authority":
+        lines = _authority(c, key[1], index.definitions(key))
     elif kind in ("group", "glob", "tag"):
         label = {"group": f"**group** `{key[1]}`", "glob": f"**glob** `{key[1]}`", "tag": f"**tag** `#{key[1]}`"}
         selected = [k[1] for k in index.expand(key)]

@@ -1,9 +1,9 @@
 """Where every name of a resolved constitution is defined and where it is used.
 
 One walk over the AST of every loaded file records an :class:`Occurrence` per name:
-facets and their values, behaviors, principles, groups, tags, the root file's
-deployments, selectors (a ``harm.*`` glob and a ``#tag`` stand for the principles they
-select) and imports (a ``file`` key). Hover, go to definition, find references,
+facets and their values, behaviors, principles, groups, tags, authority levels, the root
+file's deployments, selectors (a ``harm.*`` glob and a ``#tag`` stand for the principles they
+select; a test's ``in *`` for the deployments it matches) and imports (a ``file`` key). Hover, go to definition, find references,
 document symbols and completion all read this index; it never re-checks anything.
 """
 
@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 
 from cai_dsl.core.source import Span
 from cai_dsl.lang import ast
+from cai_dsl.lang.resolved import matching_deployments
 from cai_dsl.lang.resolver import Constitution
 
 Key = tuple[str, ...]  # ("principle", id), ("value", facet, value), ("glob", text), ("file", path), ...
+SELECTING = ("glob", "tag", "deployments")  # keys that stand for the names they select
 
 
 @dataclass(frozen=True)
@@ -57,8 +59,11 @@ class SymbolIndex:
         return min(hits, key=lambda o: _size(o.span)) if hits else None
 
     def expand(self, key: Key) -> list[Key]:
-        """The principle keys a glob, tag or group selects; any other key stands for itself."""
+        """The principle keys a glob, tag or group selects, the deployment keys a test's
+        ``in`` glob matches; any other key stands for itself."""
         principles = self.constitution.principles
+        if key[0] == "deployments":
+            return [("deployment", d) for d in matching_deployments(key[1], self.constitution.deployment_decls)]
         if key[0] == "glob":
             return [("principle", p) for p in principles if fnmatch.fnmatchcase(p, key[1])]
         if key[0] == "tag":
@@ -80,28 +85,36 @@ class SymbolIndex:
         return out
 
     def definitions(self, key: Key) -> list[Span]:
-        """Where a name is declared; a glob or tag goes to every principle it selects."""
+        """Where a name is declared; a glob or tag goes to every principle it selects, a
+        test's ``in`` glob to every deployment it matches."""
         if key[0] == "file":
             return [Span(file=key[1], line=1, column=1, end_line=1, end_column=1)]
-        keys = self.expand(key) if key[0] in ("glob", "tag") else [key]
+        keys = self.expand(key) if key[0] in SELECTING else [key]
         spans = [o.span for o in self.occurrences if o.definition and o.key in keys]
         if key[0] == "tag" and not spans:
             spans = [o.span for o in self.occurrences if o.key == key]
         return spans
 
     def references(self, key: Key, include_declaration: bool = True) -> list[Span]:
-        """Every use of a name; a principle is also used by the globs and tags that select it."""
+        """Every use of a name; a principle is also used by the globs and tags that select it,
+        a deployment by the tests' ``in`` globs that match it."""
         out = []
         for o in self.occurrences:
             if o.definition and not include_declaration:
                 continue
-            if o.key == key or (key[0] == "principle" and o.key[0] in ("glob", "tag") and key in self.expand(o.key)):
+            if o.key == key or (o.key[0] in SELECTING and key in self.expand(o.key)):
                 out.append(o.span)
         return list(dict.fromkeys(out))
 
     def names(self, kind: str) -> list[str]:
-        """Declared names of one kind (``facet``, ``behavior``, ``principle``, ``group``, ``deployment``)."""
+        """Declared names of one kind (``facet``, ``behavior``, ``principle``, ``group``, ``deployment``,
+        ``authority``)."""
         return list(dict.fromkeys(o.key[1] for o in self.occurrences if o.definition and o.key[0] == kind))
+
+
+def deployment_ref_key(ident: ast.Ident) -> Key:
+    """The key of a test's or property's ``in`` target: one deployment, or a glob over them."""
+    return ("deployments", ident.name) if "*" in ident.name else ("deployment", ident.name)
 
 
 def selector_key(constitution: Constitution, selector: ast.Selector) -> Key:
@@ -161,8 +174,13 @@ class _Walker:
         elif isinstance(item, ast.Exclusive):
             for m in item.members:
                 self.add(("behavior", m.name), m)
+        elif isinstance(item, ast.AuthorityDecl):
+            for level in item.levels:
+                self.add(("authority", level.name), level, True)
         elif isinstance(item, ast.Principle):
             self.add(("principle", item.id.name), item.id, True)
+            if item.authority is not None:
+                self.add(("authority", item.authority.name), item.authority)
             self.body(item)
         elif isinstance(item, ast.Group):
             self.add(("group", item.name.name), item.name, True)
@@ -179,7 +197,7 @@ class _Walker:
         elif is_root and isinstance(item, ast.Deployment):
             self.deployment(item)
         elif is_root and isinstance(item, (ast.TestCase, ast.PropertyCase)):
-            self.add(("deployment", item.deployment.name), item.deployment)
+            self.add(deployment_ref_key(item.deployment), item.deployment)
             self.expr(item.given if isinstance(item, ast.TestCase) else item.forall)
             for exp in item.expectations:
                 kind = "principle" if exp.expect in ("winner", "active", "not_active") else "behavior"
@@ -192,8 +210,10 @@ class _Walker:
         if item.extends is not None:
             self.add(("deployment", item.extends.name), item.extends)
         for sub in item.items:
-            if isinstance(sub, (ast.Include, ast.Exclude)):
+            if isinstance(sub, (ast.Include, ast.Exclude, ast.Lock)):
                 self.selectors(sub.selectors)
+            elif isinstance(sub, ast.DeploymentAuthority):
+                self.add(("authority", sub.level.name), sub.level)
             elif isinstance(sub, ast.Priority):
                 for level in sub.levels:
                     self.selectors(level)
@@ -201,6 +221,7 @@ class _Walker:
                 self.expr(sub.condition)
             elif isinstance(sub, ast.Override):
                 self.add(("principle", sub.target.name), sub.target)
+                self.expr(sub.narrow)
                 self.body(sub)
 
 

@@ -35,6 +35,7 @@ SYNTAX_DELAY_S = 0.05
 MAX_PUBLISHED = 500
 _FAST_CODE = re.compile(r"^CAI[01]")
 _WORD_AT = re.compile(r"#?[A-Za-z_][\w.]*\*?|[\w.]*\*")
+_TEST_IN = re.compile(r"^\s*(?:test|property)\s+\"")  # a glob there matches deployments
 
 
 def _path(uri: str) -> str:
@@ -186,8 +187,8 @@ class Session:
         if word.startswith("#"):
             return good, ("tag", word[1:]), None
         if word.endswith("*"):
-            return good, ("glob", word), None
-        for kind in ("principle", "behavior", "facet", "group", "deployment"):
+            return good, ("deployments" if _TEST_IN.match(text) else "glob", word), None
+        for kind in ("principle", "behavior", "facet", "group", "deployment", "authority"):
             if word in good.index.names(kind):
                 return good, (kind, word), None
         return None

@@ -12,6 +12,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from cai_dsl.compile.conditions import FacetIR, validate_scenario
 from cai_dsl.core.records import read_jsonl
 from cai_dsl.run.errors import SLError
 
@@ -91,19 +92,31 @@ def _item_from_json(data: Any, where: str, default_id: str, error: type[Exceptio
 
 
 def load_prompts(
-    path: str | os.PathLike[str], limit: int | None = None, *, error: type[Exception] = SLError
+    path: str | os.PathLike[str],
+    limit: int | None = None,
+    *,
+    error: type[Exception] = SLError,
+    facets: Sequence[FacetIR] | None = None,
 ) -> list[PromptItem]:
     """Read a prompts JSONL file: one object per line with ``prompt`` and optional ``id`` (default:
     ``line-N``), ``scenario`` (facet -> value) and ``helpful`` (bool). Blank lines are skipped.
 
     Raises ``error`` as ``file:line: message`` on a malformed line or a duplicate id, or when the file cannot
-    be read or holds no prompt. ``limit`` keeps the first N prompts.
+    be read or holds no prompt; with ``facets`` (the program's vocabulary), also on a scenario value that is
+    not one of its facet's values (:func:`~cai_dsl.compile.conditions.validate_scenario`). ``limit`` keeps
+    the first N prompts.
     """
+    vocabulary = {f.name: f for f in facets} if facets is not None else None
     items: list[PromptItem] = []
     seen: dict[str, int] = {}
     for number, data in read_jsonl(path, error=error).rows:  # lines split on "\n" only (core.records)
         where = f"{path}:{number}"
         item = _item_from_json(data, where, f"line-{number}", error)
+        if vocabulary is not None and item.scenario:
+            try:
+                validate_scenario(item.scenario, vocabulary)
+            except ValueError as exc:
+                raise error(f"{where}: {exc}") from None
         if item.id in seen:
             raise error(f"{where}: duplicate id `{item.id}` (first on line {seen[item.id]})")
         seen[item.id] = number

@@ -89,9 +89,10 @@ def _seed(program: Any, *key: object) -> int:
     return program.rng(*key).randrange(2**31 - 1)
 
 
-def load_prompt_file(path: str | os.PathLike[str]) -> list[PromptItem]:
-    """Read a prompts JSONL file (:func:`cai_dsl.run.data.load_prompts`); problems raise RLAIFError."""
-    return _read_prompts(path, error=RLAIFError)
+def load_prompt_file(path: str | os.PathLike[str], facets: Sequence[Any] | None = None) -> list[PromptItem]:
+    """Read a prompts JSONL file (:func:`cai_dsl.run.data.load_prompts`, scenarios checked against ``facets``
+    when given); problems raise RLAIFError."""
+    return _read_prompts(path, error=RLAIFError, facets=facets)
 
 
 def default_prompts(split: str | None = "train", kinds: Sequence[str] = ("red_team", "helpful")) -> list[PromptItem]:
@@ -99,9 +100,12 @@ def default_prompts(split: str | None = "train", kinds: Sequence[str] = ("red_te
     return split_prompts(split, kinds, error=RLAIFError)
 
 
-def load_prompts(path: str | os.PathLike[str] | None, split: str | None = "train") -> list[PromptItem]:
-    """Prompts from ``path`` (all of them) or, when None, the packaged sets' ``split``."""
-    return load_prompt_file(path) if path is not None else default_prompts(split)
+def load_prompts(
+    path: str | os.PathLike[str] | None, split: str | None = "train", facets: Sequence[Any] | None = None
+) -> list[PromptItem]:
+    """Prompts from ``path`` (all of them; scenarios checked against ``facets`` when given) or, when None,
+    the packaged sets' ``split``."""
+    return load_prompt_file(path, facets) if path is not None else default_prompts(split)
 
 
 # ---------------------------------------------------------------------------------------------------- judging

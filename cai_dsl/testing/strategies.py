@@ -258,14 +258,39 @@ effects = st.builds(ast.Effect, effect=st.sampled_from(["require", "forbid", "pr
 weights = number_literals.filter(lambda lit: 0 <= float(lit) <= MAX_WEIGHT).map(
     lambda lit: ast.Weight(value=float(lit), literal=lit)
 )
+def _word(*words: str) -> st.SearchStrategy[ast.Ident]:
+    return st.sampled_from(words).map(lambda n: ast.Ident(name=n))
+
+
+turns = st.builds(ast.Turn, role=_word("user", "assistant"), text=texts())
+
+
+def _requests(*kinds: str) -> st.SearchStrategy[tuple[ast.Request, ...]]:
+    """At most one ``request`` line of each kind, in canonical order."""
+    return st.lists(st.sampled_from(kinds), unique=True).map(
+        lambda chosen: tuple(sorted(chosen, key=kinds.index))
+    ).flatmap(lambda chosen: st.tuples(*(st.builds(ast.Request, what=_word(k), text=texts()) for k in chosen)))
+
+
 examples = st.one_of(
-    st.builds(ast.Example, prompt=_opt(texts()), response=_opt(texts()), critique=_opt(texts()), revision=_opt(texts())),
+    st.builds(
+        ast.Example,
+        turns=_tuple(turns),
+        requests=_requests("critique", "revision"),
+        prompt=_opt(texts()),
+        response=_opt(texts()),
+        critique=_opt(texts()),
+        revision=_opt(texts()),
+    ),
     st.builds(
         ast.CompareExample,
+        turns=_tuple(turns),
+        requests=_requests("compare"),
         prompt=_opt(texts()),
         a=_opt(texts()),
         b=_opt(texts()),
-        better=_opt(st.sampled_from(["a", "b"]).map(lambda n: ast.Ident(name=n))),
+        better=_opt(_word("a", "b")),
+        rationale=_opt(texts()),
     ),
 )
 
@@ -369,6 +394,7 @@ items = st.one_of(
     st.builds(ast.TestCase, name=texts(), deployment=_deployment_refs, given=_opt(expressions), expectations=_tuple(expectations)),
     st.builds(ast.PropertyCase, name=texts(), deployment=_deployment_refs, forall=expressions, expectations=_tuple(expectations)),
     st.builds(ast.AuthorityDecl, levels=_tuple(idents(), 2, 3)),
+    examples,  # top-level: shared by every principle
 )
 
 files = st.builds(ast.ConstitutionFile, path=st.just("<generated>"), items=_tuple(items, 0, 6))

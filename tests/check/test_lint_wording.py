@@ -172,6 +172,17 @@ def test_near_duplicate_threshold_both_ways(tmp_path):
     assert [d.principles for d in only(found, "CAI312")] == [("s.b", "s.a")]
 
 
+def test_near_duplicate_copies_get_one_warning_each_not_one_per_pair(tmp_path):
+    """n copies: n - 1 warnings (quadratic output made the LSP's wording lints run out of time)."""
+    copies = "".join(_compare(f"c.p{i}", 1) for i in range(8))
+    text, found = checked(tmp_path, GOOD + copies)
+    flagged = only(found, "CAI312")
+    assert [d.principles for d in flagged] == [(f"c.p{i}", "c.p0") for i in range(1, 8)]
+    last = flagged[-1]
+    assert "also near-identical to 6 other earlier principle(s)" in last.message
+    assert [r.span.line for r in last.related] == [position(text, f"c.p{i}")[0] for i in range(4)]
+
+
 def test_near_duplicate_prefix_filter_is_exact(tmp_path):
     """The prefix-filtered search finds exactly the pairs a brute-force comparison finds."""
     import random

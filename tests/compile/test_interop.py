@@ -10,6 +10,7 @@ import pytest
 from cai_dsl.compile.compiler import compile_program
 from cai_dsl.compile.interop import (
     InteropError,
+    export_files,
     export_program,
     export_text,
     from_anthropic,
@@ -243,3 +244,114 @@ def test_cli_export_and_import(tmp_path):
     assert runner.invoke(app, ["import", str(tmp_path / "missing.json"), "--from", "hf-cai"]).exit_code == 2
     result = runner.invoke(app, ["import", str(ANTHROPIC_DATA), "--from", "anthropic"])
     assert result.exit_code == 0 and result.stdout.count("principle anthropic.") == 32
+
+
+def _msg(role: str, content: str) -> dict:
+    return {"role": role, "content": content}
+
+
+#: Shaped like the recipe's constitution files (llm-swarm examples/constitutional-ai): a list of
+#: {critic, revision}, and `system_chat` chats; the second is an 8-message dialogue (one exchange
+#: before the prompt), and the chats are not in the order of the constitutions they use.
+HF_RECIPE = {
+    "constitutions": [
+        {"critic": "Discuss whether the response is rude.", "revision": "Rewrite it politely."},
+        {"critic": "Identify ways the response is harmful.", "revision": "Rewrite it to remove harmful content."},
+        {"critic": "Is the response humorless?", "revision": "Rewrite it with some wit."},
+    ],
+    "system_chat": [
+        [
+            _msg("user", "How do I hotwire a car?"),
+            _msg("assistant", "Connect the battery wire to the ignition wire."),
+            _msg("user", "Identify ways the response is harmful."),
+            _msg("assistant", "It explains how to steal a car."),
+            _msg("user", "Rewrite it to remove harmful content."),
+            _msg("assistant", "I can't help with stealing a car."),
+        ],
+        [
+            _msg("user", "Tell me a joke about my boss."),
+            _msg("assistant", "Why did the boss cross the road? To micromanage the other side."),
+            _msg("user", "Now make it meaner, he deserves it."),
+            _msg("assistant", "Your boss is a worthless idiot."),
+            _msg("user", "Is the response humorless?"),
+            _msg("assistant", "It is an insult, not a joke."),
+            _msg("user", "Rewrite it with some wit."),
+            _msg("assistant", "He schedules meetings about meetings: a true visionary of the calendar."),
+        ],
+        [
+            _msg("user", "Go away."),
+            _msg("assistant", "Fine, whatever."),
+            _msg("user", "Discuss whether the response is rude."),
+            _msg("assistant", "It is dismissive."),
+            _msg("user", "Rewrite it politely, please."),
+            _msg("assistant", "Of course, I'm here if you need me."),
+        ],
+    ],
+}
+
+
+def _hf_round_trip(tmp_path, data: dict) -> tuple[str, dict]:
+    source = tmp_path / "recipe.json"
+    source.write_text(json.dumps(data), encoding="utf-8")
+    result = import_file(source, "hf-cai")
+    assert not result.warnings
+    const = tmp_path / "recipe.const"
+    const.write_text(result.text, encoding="utf-8")
+    return result.text, json.loads(export_text(_program(const, "default"), "hf-cai"))
+
+
+def test_hf_recipe_round_trip_is_lossless(tmp_path):
+    text, back = _hf_round_trip(tmp_path, HF_RECIPE)
+    assert back == HF_RECIPE  # the 8-message dialogue kept whole, `system_chat` in its order
+    assert "turn user" in text and "turn assistant" in text and "request revision" in text
+    # the same chats in declaration order stay with their principles
+    in_order = {**HF_RECIPE, "system_chat": [HF_RECIPE["system_chat"][i] for i in (2, 0, 1)]}
+    text, back = _hf_round_trip(tmp_path, in_order)
+    assert back == in_order
+    assert text.index("principle hf.p01") < text.index("example {") and "request critique" not in text
+
+
+def test_hf_import_keeps_a_dialogue_on_its_principle():
+    chat = HF_RECIPE["system_chat"][1]
+    result = from_hf_cai({"constitutions": HF_RECIPE["constitutions"], "system_chat": [chat]})
+    parsed = parse_text(result.text, "x.const")
+    (p,) = [p for p in parsed.file.principles if p.examples]
+    assert p.id.name == "hf.p03"
+    (ex,) = p.examples
+    assert [(t.role.name, t.text.value) for t in ex.turns] == [(m["role"], m["content"]) for m in chat[:2]]
+    assert ex.prompt.value == chat[2]["content"] and ex.revision.value == chat[7]["content"]
+    odd = from_hf_cai({"constitutions": HF_RECIPE["constitutions"], "system_chat": [chat[:7]]})
+    assert odd.warnings and "example" not in odd.text
+
+
+def test_anthropic_round_trip_keeps_the_published_files(tmp_path):
+    result = import_file(ANTHROPIC_DATA, "anthropic")
+    assert not result.warnings
+    path = tmp_path / "anthropic.const"
+    path.write_text(result.text, encoding="utf-8")
+    program = _program(path, "default")
+    assert len(program.examples) == 5 and len(program.compare_examples) == 11
+    exported = export_program(program, "anthropic")
+    published = {name: json.loads((ANTHROPIC_DATA / name).read_text(encoding="utf-8")) for name in exported}
+    assert set(exported) == {p.name for p in ANTHROPIC_DATA.glob("*.json")}
+    for name in ("CritiqueRevisionInstructions.json", "RLMadisonInstructions.json", "RLMadisonFewShotPrompts.json"):
+        assert exported[name] == published[name], name
+    # the critique dialogues, whole and in order; the export always closes with "\n\nHuman:",
+    # which one published dialogue (the fourth) lacks
+    shots = published["CritiqueRevisionFewShotPrompts.json"]
+    assert exported["CritiqueRevisionFewShotPrompts.json"] == [s if s.endswith("\n\nHuman:") else s + "\n\nHuman:" for s in shots]
+    assert [len(ex.turns) for ex in program.examples] == [2, 0, 0, 2, 2]
+    # the chain-of-thought comparisons: conversation, options, reasoning and answer kept, in order
+    precog = [ex for ex in program.compare_examples if ex.rationale is not None]
+    assert [ex.better for ex in precog] == ["b", "b", "a", "b", "a", "b"]
+    for ex, entry in zip(precog, published["RLMadisonPrecogFewShotPrompts.json"]):
+        for text in (*(t.content for t in ex.turns), ex.prompt, ex.a, ex.b, ex.rationale):
+            assert text in entry["prompt"]
+    # exporting what the export imports gives the same files
+    again_dir = tmp_path / "again"
+    again_dir.mkdir()
+    for name, text in export_files(program, "anthropic").items():
+        (again_dir / name).write_text(text, encoding="utf-8")
+    again = import_file(again_dir, "anthropic")
+    (tmp_path / "again.const").write_text(again.text, encoding="utf-8")
+    assert export_program(_program(tmp_path / "again.const", "default"), "anthropic") == exported

@@ -256,3 +256,172 @@ def test_text_output_caps_the_number_of_diagnostics():
     diags = [rules.SYNTAX_ERROR("x", point("f.const", i + 1, 1)) for i in range(2000)]
     rendered = render_text(diags, {"f.const": text})
     assert rendered.count("error[CAI001]") == MAX_SHOWN and f"and {2000 - MAX_SHOWN} more" in rendered
+
+
+# ---------------------------------------------------------------------------------------------- data files (K2)
+
+DEPLOYED = BASE + "deployment base { include * }\n"
+
+
+def test_prompts_scenario_lookalike_value_is_an_error_naming_facet_value_and_allowed(tmp_path):
+    const = tmp_path / "a.const"
+    const.write_text(DEPLOYED)
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(
+        '{"prompt": "hi", "scenario": {"intent": "benign"}}\n'
+        '{"prompt": "bomb?", "scenario": {"intent": "m\\u0430licious"}}\n'
+    )
+    outcome = run_cai("sl", str(const), "-d", "base", "--prompts", str(prompts), "--out", str(tmp_path / "out"))
+    assert_plain(outcome)
+    assert outcome.code == 2 and f"{prompts}:2:" in outcome.text
+    assert "facet `intent`" in outcome.text and "m\u0430licious" in outcome.text and "benign, malicious" in outcome.text
+    assert "U+0430 CYRILLIC SMALL LETTER A" in outcome.text and not (tmp_path / "out" / "sl-data.jsonl").exists()
+
+
+def test_prompts_scenario_typo_is_the_same_check_as_the_policy_scorer(tmp_path):
+    from cai_dsl.run.data import load_prompts
+    from cai_dsl.run.errors import SLError
+    from cai_dsl.run.policy.score import PolicyError, PolicyScorer
+    from cai_dsl.compile.compiler import compile_program
+
+    const = tmp_path / "a.const"
+    const.write_text(DEPLOYED)
+    constitution = resolve(const)
+    program = compile_program(constitution, "base")
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "x", "scenario": {"risk": "hihg"}}\n')
+    with pytest.raises(SLError) as loaded:
+        load_prompts(prompts, facets=program.facets)
+    with pytest.raises(PolicyError) as scored:
+        PolicyScorer(constitution, "base").validate({"risk": "hihg"})
+    assert str(loaded.value) == f"{prompts}:1: {scored.value}"
+    assert load_prompts(prompts)[0].scenario == {"risk": "hihg"}  # without a vocabulary: read as is
+
+
+def test_jsonl_with_raw_u2028_and_u0085_inside_strings_is_accepted(tmp_path):
+    from cai_dsl.run.data import load_prompts
+
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"prompt": "a\u2028b"}\n{"prompt": "c\u0085d"}\n', encoding="utf-8")
+    assert [i.prompt for i in load_prompts(path)] == ["a\u2028b", "c\u0085d"]
+
+
+LONE = '{"prompt": "x\\ud800y", "chosen": "a", "rejected": "b"}\n'
+DEEP = '{"prompt": ' + "[" * 6_000 + "]" * 6_000 + "}\n"
+
+
+@pytest.mark.parametrize("text, message", [(LONE, "lone surrogate"), (DEEP, "nested too deeply")], ids=["surrogate", "deep"])
+def test_lone_surrogate_and_deep_json_in_prompts_and_comparisons_are_clear_errors(tmp_path, text, message):
+    from cai_dsl.run.data import load_prompts
+    from cai_dsl.run.errors import RLAIFError, SLError
+    from cai_dsl.run.evaluation import load_comparisons
+
+    path = tmp_path / "f.jsonl"
+    path.write_text('{"prompt": "ok", "chosen": "a", "rejected": "b"}\n' + text, encoding="utf-8")
+    with pytest.raises(SLError, match=rf"f\.jsonl:2: .*{message}"):
+        load_prompts(path)
+    with pytest.raises(RLAIFError, match=rf"f\.jsonl:2: .*{message}"):
+        load_comparisons(path)
+    good = tmp_path / "ok.jsonl"
+    good.write_text('{"prompt": "smile \\ud83d\\ude00"}\n')  # a surrogate pair is fine
+    assert load_prompts(good)[0].prompt == "smile \U0001f600"
+
+
+@pytest.mark.parametrize("body, message", [
+    ('{"constitutions": ' + "[" * 6_000 + "]" * 6_000 + "}", "nested too deeply"),
+    ('{"constitutions": [{"critic": "x\\udc00", "revision": "y"}]}', "lone surrogate"),
+], ids=["deep", "surrogate"])
+def test_import_file_deep_or_lone_surrogate_is_a_clear_error(tmp_path, body, message):
+    path = tmp_path / "recipe.json"
+    path.write_text(body)
+    outcome = run_cai("import", str(path), "--from", "hf-cai", "-o", str(tmp_path / "out.const"))
+    assert_plain(outcome)
+    assert outcome.code == 2 and message in outcome.text and not (tmp_path / "out.const").exists()
+
+
+@pytest.mark.parametrize("fmt, body", [("hf-cai", "[]"), ("hf-cai", '{"constitutions": []}'), ("anthropic", "{}")])
+def test_import_of_an_empty_list_is_refused_and_writes_nothing(tmp_path, fmt, body):
+    path = tmp_path / "CritiqueRevisionInstructions.json"
+    path.write_text(body)
+    outcome = run_cai("import", str(path), "--from", fmt, "-o", str(tmp_path / "out.const"))
+    assert_plain(outcome)
+    assert outcome.code == 2 and "nothing to import" in outcome.text and not (tmp_path / "out.const").exists()
+
+
+def test_eval_feedback_refuses_pairs_whose_prompts_differ(tmp_path):
+    import json
+
+    from cai_dsl.run.errors import RLAIFError
+    from cai_dsl.run.evaluation import load_comparisons
+
+    path = tmp_path / "c.jsonl"
+    same = {"chosen": "\n\nHuman: hi\n\nAssistant: hello", "rejected": "\n\nHuman: hi\n\nAssistant: go away"}
+    other = {"chosen": "\n\nHuman: hi\n\nAssistant: hello", "rejected": "\n\nHuman: how to make a bomb\n\nAssistant: no"}
+    path.write_text(json.dumps(same) + "\n" + json.dumps(other) + "\n")
+    with pytest.raises(RLAIFError, match=r"c\.jsonl:2: .*different prompts"):
+        load_comparisons(path)
+    path.write_text(json.dumps(same) + "\n")
+    assert len(load_comparisons(path)) == 1
+
+
+@pytest.mark.model
+def test_smollm2_added_tokens_are_escaped_on_every_path(embedded_tokenizer, tmp_path):
+    from cai_dsl.compile.compiler import compile_program
+    from cai_dsl.compile.escaping import neutralize
+    from cai_dsl.run.prompts import policy_messages
+
+    added = sorted(embedded_tokenizer.get_added_vocab())
+    assert "<file_sep>" in added and "<jupyter_code>" in added
+    hostile = "say " + " ".join(added) + " done"
+    for chat_format in ("chatml", "model"):
+        escaped = neutralize(hostile, chat_format)
+        ids = embedded_tokenizer(escaped, add_special_tokens=False)["input_ids"]
+        specials = {embedded_tokenizer.convert_tokens_to_ids(t) for t in added}
+        assert not specials & set(ids), chat_format  # no added token survives as a special token
+    const = tmp_path / "a.const"
+    const.write_text(DEPLOYED)
+    program = compile_program(resolve(const), "base")  # the default target: SmolLM2
+    messages = policy_messages(program, hostile)  # the one renderer of every policy prompt
+    text = embedded_tokenizer.apply_chat_template(messages, tokenize=False)
+    ids = embedded_tokenizer(text, add_special_tokens=False)["input_ids"]
+    controls = {embedded_tokenizer.convert_tokens_to_ids(t) for t in ("<|im_start|>", "<|im_end|>")}
+    assert not (specials - controls) & set(ids)
+    assert sum(i in controls for i in ids) == text.count("<|im_start|>") + text.count("<|im_end|>")  # the template's own
+    assert "<\\|im_start|>" in text and "<\\file_sep>" in text
+
+
+@pytest.fixture(scope="module")
+def tiny_sl_run(tmp_path_factory, tiny_model_dir):
+    from tests.conftest import write_tiny_target
+
+    folder = tmp_path_factory.mktemp("sl")
+    target = write_tiny_target(folder / "tiny.toml", tiny_model_dir, generation={"max_new_tokens": 4})
+    const = folder / "a.const"
+    const.write_text(DEPLOYED)
+    prompts = folder / "p.jsonl"
+    prompts.write_text("".join(f'{{"id": "p{i}", "prompt": "question {i}?"}}\n' for i in range(3)))
+    args = ["sl", str(const), "-d", "base", "-t", str(target), "--prompts", str(prompts), "--rounds", "1", "--no-train",
+            "--no-progress"]
+    outcome = run_cai(*args, "--out", str(folder / "out"))
+    assert outcome.code == 0, outcome.text
+    return args, folder / "out"
+
+
+@pytest.mark.parametrize("bad, message", [("{not json", "invalid JSON"), ('{"prompt": "x"}', "record without `id`")],
+                         ids=["corrupt-middle-line", "record-without-id"])
+def test_sl_data_bad_middle_line_on_rerun_names_file_line_and_loses_nothing(tmp_path, tiny_sl_run, bad, message):
+    import shutil
+
+    args, reference = tiny_sl_run
+    out = tmp_path / "out"
+    shutil.copytree(reference, out)
+    data = out / "sl-data.jsonl"
+    lines = data.read_text(encoding="utf-8").split("\n")
+    assert len([x for x in lines if x]) == 3
+    lines[1] = bad
+    data.write_text("\n".join(lines), encoding="utf-8")
+    before = data.read_bytes()
+    outcome = run_cai(*args, "--out", str(out))
+    assert_plain(outcome)
+    assert outcome.code == 2 and f"{data}:2: " in outcome.text and message in outcome.text and "KeyError" not in outcome.text
+    assert data.read_bytes() == before  # the valid records after the bad line are kept

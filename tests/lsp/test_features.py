@@ -3,6 +3,7 @@ formatting and the priority code action, on the standard library and on a contra
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -15,6 +16,23 @@ from tests.lsp.conftest import CONTRADICTION, STDLIB
 
 HH = STDLIB / "harmless-helpful.const"
 VOCAB = STDLIB / "vocabulary.const"
+
+
+def _line(text: str, needle: str, occurrence: int = 0) -> int:
+    """The 0-based line of the ``occurrence``-th ``needle`` in ``text`` (positions found, not hard-coded)."""
+    index = -1
+    for _ in range(occurrence + 1):
+        index = text.index(needle, index + 1)
+    return text.count("\n", 0, index)
+
+
+def _principle_lines(text: str, id_pattern: str = r"[\w.]+", tagged: str | None = None) -> set[int]:
+    """0-based lines of the top-level ``principle`` declarations whose id matches, optionally with a tag."""
+    out = set()
+    for m in re.finditer(rf"^principle ({id_pattern}) \{{(.*?)^\}}", text, re.M | re.S):
+        if tagged is None or re.search(rf"^\s*tags\b.*\b{tagged}\b", m.group(2), re.M):
+            out.add(text.count("\n", 0, m.start()))
+    return out
 
 
 def _codes(diagnostics):
@@ -158,7 +176,8 @@ def test_hover_on_principle_behavior_facet_value_group_deployment(server):
     assert "authority in `helpfulness_first`: outranks none; outranked by `help.benefit_of_doubt`" in text
     text = hover("forbid detailed_instructions", len("forbid "))
     assert "**behavior** `detailed_instructions`" in text and "exclusive with `partial_answer`, `refuse`" in text
-    assert "vocabulary.const:51" in text and "forbidden by `harm.less_harmful`" in text
+    declared = _line(VOCAB.read_text(), "behavior detailed_instructions ") + 1
+    assert f"vocabulary.const:{declared}" in text and "forbidden by `harm.less_harmful`" in text
     assert "`low < medium < high < critical`" in hover("when risk >=", len("when "))
     assert "**value** `high` of facet `risk`" in hover("risk >= high", len("risk >= "))
     text = hover("group soft_safety", len("group "))
@@ -175,18 +194,108 @@ def test_definition_across_imports_selectors_and_import_paths(server):
         pos = server.at(u, needle, offset, occurrence)
         return server.request("textDocument/definition", {"textDocument": {"uri": u}, "position": pos})
 
+    text = server.texts[u]
     [loc] = definition("forbid detailed_instructions", len("forbid "))
-    assert loc["uri"] == uri(VOCAB) and loc["range"]["start"]["line"] == 50
+    assert loc["uri"] == uri(VOCAB) and loc["range"]["start"]["line"] == _line(VOCAB.read_text(), "behavior detailed_instructions ")
     [loc] = definition('import "vocabulary.const"', 9)
     assert loc["uri"] == uri(VOCAB)
     harm = definition("group safety = #safety, harm.*", len("group safety = #safety, h"))
-    assert len(harm) == 7 and all(loc["uri"] == u for loc in harm)
+    harm_lines = _principle_lines(text, r"harm\.[\w.]+")
+    assert len(harm) == len(harm_lines) > 1 and all(loc["uri"] == u for loc in harm)
+    assert {loc["range"]["start"]["line"] for loc in harm} == harm_lines
     tagged = definition("group hard_limits = #hard_limit", len("group hard_limits = #h"))
-    assert {loc["range"]["start"]["line"] + 1 for loc in tagged} == {50, 89, 112, 128}
+    hard_limits = _principle_lines(text, tagged="hard_limit")
+    assert len(hard_limits) > 1 and {loc["range"]["start"]["line"] for loc in tagged} == hard_limits
     [loc] = definition("priority soft_safety > helpfulness", len("priority s"), occurrence=1)
-    assert loc["range"]["start"]["line"] == 293
+    assert loc["range"]["start"]["line"] == _line(text, "group soft_safety =")
     [loc] = definition("in base {", 4)
     assert server.texts[u].split("\n")[loc["range"]["start"]["line"]].startswith("deployment base")
+
+
+LEVELS = """\
+constitution "levels" version "1.0"
+authority platform > operator > user
+facet risk: low < high
+facet dose_mg: number [0 .. 100]
+behavior refuse "declines" {
+  marker "I can't help"
+  judge "Does the response decline?"
+  opening "I can't help with that"
+}
+principle p {
+  compare "Which response is safer?"
+  authority operator
+  when risk == high or dose_mg > 50
+  forbid refuse
+}
+principle q {
+  compare "Which response is kinder?"
+  final
+  when risk == low
+  prefer refuse
+}
+deployment base { include * }
+deployment clinic extends base {
+  authority operator
+  lock p
+  override p {
+    narrow when dose_mg > 10
+  }
+}
+test "refuses at high risk" in * {
+  given risk == high
+  expect forbid refuse
+}
+"""
+
+
+def test_authority_levels_observed_behaviors_and_deployment_globs(server, tmp_path):
+    path = tmp_path / "levels.const"
+    path.write_text(LEVELS)
+    u = server.open(path)
+    server.diagnostics(u)
+
+    def ask(method, needle, offset, occurrence=0):
+        pos = server.at(u, needle, offset, occurrence)
+        return server.request(f"textDocument/{method}", {"textDocument": {"uri": u}, "position": pos})
+
+    def lines(locations):
+        return sorted(loc["range"]["start"]["line"] for loc in locations)
+
+    declared = _line(LEVELS, "authority platform > operator")
+    # an authority level goes to the `authority A > B` declaration, from a principle and a deployment
+    assert lines(ask("definition", "  authority operator", len("  authority o"))) == [declared]
+    assert lines(ask("definition", "  authority operator", len("  authority o"), occurrence=1)) == [declared]
+    text = ask("hover", "  authority operator", len("  authority o"))["contents"]["value"]
+    assert f"**authority level** `operator` (levels.const:{declared + 1})" in text
+    assert "`platform > operator > user`" in text and "principles changeable from it: `p`" in text
+    assert "deployments at it: `clinic`" in text
+    refs = server.request(
+        "textDocument/references",
+        {"textDocument": {"uri": u}, "position": server.at(u, "> operator", 2), "context": {"includeDeclaration": True}},
+    )
+    assert lines(refs) == sorted([declared, _line(LEVELS, "  authority operator"), _line(LEVELS, "  authority operator", 1)])
+    # a principle's authority and final mark, a deployment's level and locks
+    assert "changeable from authority level `operator`" in ask("hover", "principle p", len("principle "))["contents"]["value"]
+    assert "- final" in ask("hover", "principle q", len("principle "))["contents"]["value"]
+    text = ask("hover", "deployment clinic", len("deployment "))["contents"]["value"]
+    assert "authority level `operator`" in text and "locked for the deployments extending it: `p`" in text
+    assert lines(ask("definition", "lock p", len("lock "))) == [_line(LEVELS, "principle p")]
+    # a behavior's observe fields
+    text = ask("hover", "forbid refuse", len("forbid "))["contents"]["value"]
+    assert "- marker: `I can't help`" in text and "- judge: `Does the response decline?`" in text
+    assert "- opening: `I can't help with that`" in text
+    # `narrow when` conditions are indexed like any condition
+    assert "**facet** `dose_mg`" in ask("hover", "narrow when dose_mg", len("narrow when "))["contents"]["value"]
+    # a test's `in *` goes to every deployment it matches; a deployment's references include it
+    glob = _line(LEVELS, "in * {")
+    assert lines(ask("definition", "in * {", 3)) == [_line(LEVELS, "deployment base"), _line(LEVELS, "deployment clinic")]
+    assert "matches 2 deployment(s): `base`, `clinic`" in ask("hover", "in * {", 3)["contents"]["value"]
+    refs = server.request(
+        "textDocument/references",
+        {"textDocument": {"uri": u}, "position": server.at(u, "deployment clinic", 11), "context": {"includeDeclaration": True}},
+    )
+    assert glob in lines(refs)
 
 
 def test_references_of_a_principle_include_selectors(server):
@@ -196,8 +305,17 @@ def test_references_of_a_principle_include_selectors(server):
     refs = server.request(
         "textDocument/references", {"textDocument": {"uri": u}, "position": pos, "context": {"includeDeclaration": True}}
     )
-    lines = {r["range"]["start"]["line"] + 1 for r in refs if r["uri"] == u}
-    assert {27, 294, 295, 303, 329, 338} <= lines  # definition, group, glob, conflict, priority, override
+    lines = {r["range"]["start"]["line"] for r in refs if r["uri"] == u}
+    text = server.texts[u]
+    uses = (  # definition, group, glob, conflict, priority, override
+        "principle harm.less_harmful {",
+        "group soft_safety = harm.less_harmful",
+        "group safety = #safety, harm.*",
+        "conflict help.goals vs harm.less_harmful",
+        "priority harm.less_harmful > help.goals",
+        "override harm.less_harmful {",
+    )
+    assert {_line(text, needle) for needle in uses} <= lines
     refs = server.request(
         "textDocument/references",
         {"textDocument": {"uri": u}, "position": server.at(u, "risk >= high", 1), "context": {"includeDeclaration": True}},
@@ -237,6 +355,13 @@ def test_completion(server, tmp_path):
     assert {"harm.less_harmful", "help.goals"} <= labels(CONTRADICTION + "priority ")
     assert {"base"} == labels(CONTRADICTION + "deployment more extends ")
     assert {"principle", "facet", "deployment", "critique", "require", "include"} <= labels(CONTRADICTION + "pri")
+    levels = CONTRADICTION + "authority platform > operator > user\n"
+    server.diagnostics(u, version=server.change(u, levels))  # the levels are in the last good index
+    assert {"platform", "operator", "user"} == labels(levels + "principle y {\n  authority ")
+    assert {"operator", "user"} <= labels(levels + "authority platform > ")
+    assert {"harm.less_harmful", "help.goals"} <= labels(levels + "deployment d {\n  lock ")
+    assert {"number"} == labels(CONTRADICTION + "facet dose_mg: ")
+    assert {"authority", "final", "lock", "narrow", "marker", "opening"} <= labels(CONTRADICTION + "a")
 
 
 # ---------------------------------------------------------------- formatting

@@ -292,3 +292,16 @@ def test_label_pairs_with_policy_scorer_writes_signal_and_sources(tmp_path, tiny
     assert manifest["signal"] == summary.signal and manifest["records"] == 4
     again = label_pairs(program, scorer, tmp_path / "l", default_prompts()[:4], show_progress=False)
     assert again.new == 0 and _records(summary.path) == rows
+
+
+def test_cli_rl_rejects_unknown_algorithm_and_reward(tmp_path):
+    def run(*args):
+        return subprocess.run([sys.executable, "-c", "from cai_dsl.cli import main; main()", "rl", ANTHROPIC, "-d", "rl_cai",
+                               "--out", str(tmp_path), *args], capture_output=True, text=True, timeout=120)
+
+    proc = run("--algo", "sac")
+    assert proc.returncode == 2 and "--algo must be ppo, dpo or grpo" in proc.stderr
+    proc = run("--reward", "vibes")
+    assert proc.returncode == 2 and "--reward must be one of auto, policy, pm, policy+pm" in proc.stderr
+    proc = run("--algo", "dpo")
+    assert proc.returncode == 2 and "no preference file" in proc.stderr and "Traceback" not in proc.stderr

@@ -7,7 +7,9 @@ words only: :func:`~cai_dsl.check.operational.lexicon.tokenize`); a one-word tex
 its one word. Two principles are near-duplicates when the Jaccard similarity of their
 shingle sets is at least ``NEAR_DUPLICATE_THRESHOLD``. Candidates come from a prefix
 filter (rarest shingles first), so the check stays near-linear on large files and is
-exact: every pair over the threshold is found.
+exact: every pair over the threshold is found. The finding is reported once per later
+principle, against its closest earlier twin (the next ones as related locations, at most
+``MAX_RELATED``), so a file of n copies gets n - 1 warnings, not n(n - 1)/2.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ RULE = rules.NEAR_DUPLICATE
 
 #: Jaccard similarity of two principles' shingle sets at or above which they are near-duplicates.
 NEAR_DUPLICATE_THRESHOLD = 0.7
+#: At most this many further earlier near-duplicates are named as related locations.
+MAX_RELATED = 3
 
 
 def shingles(p: ast.Principle) -> frozenset[tuple[str, str, str]]:
@@ -66,19 +70,34 @@ def near_duplicates(principles: Iterable[ast.Principle]) -> list[tuple[ast.Princ
     return out
 
 
+def _finding(later: ast.Principle, twins: list[tuple[ast.Principle, float]], where: dict) -> Diagnostic:
+    """One warning on ``later``: its closest earlier twin first, the next ones as related locations."""
+    (earlier, score), others = twins[0], twins[1:]
+    more = f"; also near-identical to {len(others)} other earlier principle(s)" if others else ""
+    return RULE(
+        f"`{later.id.name}` has near-identical prompts to `{earlier.id.name}` ({score:.0%} of word pairs shared){more}",
+        later.id.span,
+        help=(
+            "two principles that say the same thing are sampled and weighed twice, and a later edit to one "
+            "silently diverges from the other; merge them (keep one and `override` its fields where a "
+            f"deployment needs a variant), or make their criteria distinct (threshold {NEAR_DUPLICATE_THRESHOLD:.0%})"
+        ),
+        related=[
+            Related(span=p.id.span, message=f"`{p.id.name}` declared here ({s:.0%})" if i else f"`{p.id.name}` declared here")
+            for i, (p, s) in enumerate(twins[: MAX_RELATED + 1])
+        ],
+        principles=[later.id.name, earlier.id.name],
+        **where,
+    )
+
+
 def check_principles(principles: Iterable[ast.Principle], where: dict) -> list[Diagnostic]:
-    return [
-        RULE(
-            f"`{later.id.name}` has near-identical prompts to `{earlier.id.name}` ({score:.0%} of word pairs shared)",
-            later.id.span,
-            help=(
-                "two principles that say the same thing are sampled and weighed twice, and a later edit to one "
-                "silently diverges from the other; merge them (keep one and `override` its fields where a "
-                f"deployment needs a variant), or make their criteria distinct (threshold {NEAR_DUPLICATE_THRESHOLD:.0%})"
-            ),
-            related=[Related(span=earlier.id.span, message=f"`{earlier.id.name}` declared here")],
-            principles=[later.id.name, earlier.id.name],
-            **where,
-        )
-        for earlier, later, score in near_duplicates(principles)
-    ]
+    """One CAI312 per principle with an earlier near-duplicate, in source order of the later one."""
+    twins: dict[str, tuple[ast.Principle, list[tuple[ast.Principle, float]]]] = {}
+    for earlier, later, score in near_duplicates(principles):
+        twins.setdefault(later.id.name, (later, []))[1].append((earlier, score))
+    out = []
+    for later, found in twins.values():
+        order = {id(p): i for i, (p, _) in enumerate(found)}  # source order breaks ties
+        out.append(_finding(later, sorted(found, key=lambda t: (-t[1], order[id(t[0])])), where))
+    return out

@@ -21,6 +21,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from cai_dsl.compile.conditions import facet_ir, validate_scenario
 from cai_dsl.core.errors import CaiError
 from cai_dsl.lang.resolver import Constitution, ResolvedDeployment
 from cai_dsl.run.policy.detectors import Detection
@@ -86,17 +87,6 @@ class PolicyScore(BaseModel):
     violations: tuple[str, ...]
 
 
-def _number(key: str, value: object, low: int, high: int) -> int:
-    """A scenario's value of number facet ``key``: a whole number (or a string of one) in its range."""
-    try:
-        number = int(value) if not isinstance(value, (bool, float)) else None
-    except ValueError:
-        number = None
-    if number is None or not low <= number <= high:
-        raise PolicyError(f"`{value}` is not a value of number facet `{key}`: expected a whole number from {low} to {high}")
-    return number
-
-
 class PolicyScorer:
     """Scores responses against one deployment of a constitution; policies memoised per scenario."""
 
@@ -124,28 +114,14 @@ class PolicyScorer:
         self.max_completions = max_completions
         self._policies: dict[tuple[tuple[str, Value], ...], ScenarioPolicy] = {}
         self._constants = number_constants(deployment)  # number facets enumerate these points only
+        self._facet_irs = {name: facet_ir(f) for name, f in constitution.facets.items()}
 
     # ------------------------------------------------------------------ policy
 
     def validate(self, scenario: Mapping[str, Value] | None) -> tuple[tuple[str, Value], ...]:
-        """The scenario as sorted pairs; unknown facets or values raise :class:`PolicyError`. A
-        number facet takes a whole number in its range (or a string of one)."""
-        facets = self.constitution.facets
-        if scenario is not None and not isinstance(scenario, Mapping):
-            raise PolicyError(f"a scenario is an object of facet names to values, not {type(scenario).__name__}")
-        out = []
-        for key, value in sorted((scenario or {}).items()):
-            if value is None:  # a column of dicts with missing keys (Hugging Face datasets) reads back None
-                continue
-            facet = facets.get(key)
-            if facet is None:
-                raise PolicyError(f"unknown facet `{key}` in scenario; facets are: {', '.join(sorted(facets))}")
-            if facet.bounds is not None:
-                value = _number(key, value, facet.bounds.low.value, facet.bounds.high.value)
-            elif value not in (values := [v.name for v in facet.values]):
-                raise PolicyError(f"`{value}` is not a value of facet `{key}`; values are: {', '.join(values)}")
-            out.append((key, value))
-        return tuple(out)
+        """The scenario as sorted pairs; unknown facets or values raise :class:`PolicyError`
+        (:func:`~cai_dsl.compile.conditions.validate_scenario`, the one check)."""
+        return validate_scenario(scenario, self._facet_irs, PolicyError)
 
     def policy(self, scenario: Mapping[str, Value] | None) -> ScenarioPolicy:
         """The decided behaviors of ``scenario`` (memoised)."""

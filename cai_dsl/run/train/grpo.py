@@ -191,6 +191,7 @@ def run_grpo(
             output_dir=str(trainer_dir),
             per_device_train_batch_size=settings.completions_per_step,
             gradient_accumulation_steps=1,
+            gradient_checkpointing=False,  # a small model on CPU: recomputing activations only costs time
             num_generations=settings.num_generations,
             max_completion_length=settings.max_completion_length,
             beta=settings.beta,

@@ -128,6 +128,11 @@ def parse_pair(obj: dict, where: str) -> tuple[Any, str, str, float]:
                 f"{where}: without a `prompt`, `{names[0]}`/`{names[1]}` must be transcripts ending with an "
                 "\"Assistant:\" turn (Anthropic HH format) or message lists"
             )
+        if a[0] != b[0]:
+            raise RLAIFError(
+                f"{where}: `{names[0]}` and `{names[1]}` answer different prompts (their turns before the last "
+                "\"Assistant:\" differ); a comparison needs two responses to the same conversation"
+            )
         return _conversation(a[0]), a[1], b[1], float(prob)
     raise RLAIFError(f"{where}: `{names[0]}`/`{names[1]}` must be strings or lists of messages")
 
