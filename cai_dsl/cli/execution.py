@@ -62,6 +62,7 @@ def sl_command(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="rows per generation batch (default: the target's)"),
     chunk_size: Optional[int] = typer.Option(None, "--chunk-size", help="prompts processed together, the unit of resumption (default: 4 batches)"),
     no_history: bool = typer.Option(False, "--no-history", help="critique only the latest revision (default: all earlier rounds in context, as in the paper)"),
+    no_gate: bool = typer.Option(False, "--no-gate", help="keep every non-empty revision (no quality/policy gate, no canonical openings)"),
     revisions: str = typer.Option("final", "--revisions", help="SFT on the `final` revision or on `all` rounds' revisions"),
     no_helpful: bool = typer.Option(False, "--no-helpful", help="SFT without the helpful prompts' responses"),
     sft_steps: Optional[int] = typer.Option(None, "--sft-steps", help="stop fine-tuning after N optimizer steps (default: the target's epochs)"),
@@ -89,6 +90,7 @@ def sl_command(
         batch_size=batch_size,
         chunk_size=chunk_size,
         history=not no_history,
+        gate=not no_gate,
     )
     try:
         items = load_prompts(prompts, limit, facets=job.program.facets) if prompts else default_prompts(limit, seed=job.program.provenance.seed)
@@ -114,9 +116,17 @@ def sl_command(
         )
     except SFTError as exc:
         _usage(str(exc))
+    _print_sft(sft)
+    raise SystemExit(0)
+
+
+def _print_sft(sft) -> None:
+    """The adapter line of `cai sl` / `cai sft` (or why there is none: 0 accepted targets, exit 0)."""
+    if not sft.trained:
+        print(sft.no_targets)
+        return
     what = "up to date" if sft.skipped else f"{sft.steps} steps, loss {sft.loss}, {sft.seconds:.1f} s"
     print(f"adapter: {sft.adapter} ({sft.examples} examples; {what})")
-    raise SystemExit(0)
 
 
 def sft_command(
@@ -150,8 +160,7 @@ def sft_command(
         sft = train_sft(run_dir, options=options, base_model=base_model, progress=not no_progress)
     except SFTError as exc:
         _usage(str(exc))
-    what = "up to date" if sft.skipped else f"{sft.steps} steps, loss {sft.loss}, {sft.seconds:.1f} s"
-    print(f"adapter: {sft.adapter} ({sft.examples} examples; {what})")
+    _print_sft(sft)
     raise SystemExit(0)
 
 
@@ -209,12 +218,18 @@ def serve_command(
     rounds: Optional[int] = typer.Option(None, "--rounds", help="critique/revision rounds per answer (default: the program's)"),
     batch_size: int = typer.Option(8, "--batch-size"),
     api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="require `Authorization: Bearer $NAME` (the variable's name, not the key)"),
+    api_key_opt: Optional[str] = typer.Option(None, "--api-key", help="require `Authorization: Bearer KEY` (visible in `ps`: prefer --api-key-env); needed for a non-loopback --host"),
+    max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", help="refuse request bodies larger than this (413)"),
+    max_tokens: int = typer.Option(4096, "--max-tokens", help="the largest max_tokens a request may ask for"),
+    max_prompts: int = typer.Option(32, "--max-prompts", help="the most prompts in one /v1/completions request"),
+    timeout: float = typer.Option(30.0, "--timeout", help="socket timeout in seconds (a half-sent request is dropped)"),
 ) -> None:
     """An OpenAI-compatible server; with --constitution every answer goes through the deployment's critique/revise loop."""
     import os
 
     from cai_dsl.run.backends.base import BackendError
     from cai_dsl.run.loading import DEFAULT_MODEL, ModelError, load_model
+    from cai_dsl.run.serve import ServeError, ServeLimits, require_api_key
 
     if not 0 <= port <= 65535:
         _usage("--port must be in 0..65535")
@@ -222,18 +237,29 @@ def serve_command(
     _positive("--rounds", rounds, 0)
     if (constitution is None) != (deployment is None):
         _usage("--constitution and --deployment go together")
-    api_key = None
+    api_key = api_key_opt
+    if api_key_env and api_key_opt:
+        _usage("--api-key and --api-key-env are exclusive")
     if api_key_env:
         api_key = os.environ.get(api_key_env)
         if not api_key:
             _usage(f"the environment variable {api_key_env} is not set")
+    for name, value in (("--max-body-bytes", max_body_bytes), ("--max-tokens", max_tokens), ("--max-prompts", max_prompts)):
+        _positive(name, value)
+    if not timeout > 0:
+        _usage("--timeout must be positive")
+    limits = ServeLimits(max_body_bytes, max_tokens, max_prompts, timeout_s=timeout)
+    try:
+        require_api_key(host, api_key)
+    except ServeError as exc:
+        _usage(str(exc))
     job = _prepare(constitution, deployment, target) if constitution else None
     spec = model or (job.program.run.models.policy if job else DEFAULT_MODEL)
     if job is None and adapter is None:
         from cai_dsl.run.serve import run_server
 
         try:
-            run_server(spec, host, port, batch_size, api_key=api_key)
+            run_server(spec, host, port, batch_size, api_key=api_key, limits=limits)
         except (BackendError, ModelError) as exc:
             _usage(str(exc))
         except OSError as exc:
@@ -241,7 +267,7 @@ def serve_command(
         raise SystemExit(0)
     from cai_dsl.run.backends.transformers_backend import TransformersBackend
     from cai_dsl.run.prompts import PromptRenderer
-    from cai_dsl.run.serve import make_server, serve_forever
+    from cai_dsl.run.serve import is_loopback, make_server, serve_forever
     from cai_dsl.run.sl import SLOptions, make_transform
 
     try:
@@ -251,10 +277,12 @@ def serve_command(
     transform = make_transform(job.program, backend, options=SLOptions(rounds=rounds)) if job else None
     try:
         renderer = PromptRenderer.of(job.program) if job else None
-        server = make_server(backend, host, port, transform=transform, api_key=api_key, renderer=renderer)
+        server = make_server(
+            backend, host, port, transform=transform, api_key=api_key, renderer=renderer, limits=limits
+        )
     except OSError as exc:
         _usage(f"cannot serve on {host}:{port}: {exc}")
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    if not is_loopback(host):
         print(f"warning: serving on {host}, reachable from other machines", file=sys.stderr)
     loop = f", answers revised by {job.source.name} [{job.deployment}]" if job else ""
     print(f"serving {backend.name} at {server.url}{loop} (Ctrl-C to stop)", file=sys.stderr)

@@ -25,7 +25,9 @@ from cai_dsl.pipeline import effect as effect_mod
 from cai_dsl.pipeline import main as stages
 from cai_dsl.pipeline import rlaif
 from cai_dsl.run.eval.verdict import align
+from cai_dsl.run.feedback import LabelSummary
 from cai_dsl.run.sl_gate import acceptance_rates
+from cai_dsl.run.train.rl_stage import RLResult
 
 __all__ = ["print_effect", "register", "run_command", "run_rl_stage", "run_sl_stage"]
 
@@ -67,6 +69,9 @@ def _print_sl_data(data: stages.SLData) -> None:
 
 def _print_sl_finetune(tuned: stages.SLFinetune) -> None:
     sft = tuned.sft
+    if not sft.trained:
+        _say(f"[sl 2/3] LoRA SFT: {sft.no_targets}")
+        return
     resumed = f", resumed from {Path(sft.resumed_from).name}" if sft.resumed_from else ""
     what = "up to date, skipped" if sft.skipped else f"{sft.seconds:.1f} s{resumed}"
     _say(
@@ -77,6 +82,11 @@ def _print_sl_finetune(tuned: stages.SLFinetune) -> None:
 
 def _print_sl_evaluation(out: Path, data: stages.SLData, tuned: stages.SLFinetune, ev: stages.SLEvaluation) -> None:
     e = ev.report
+    if e.get("sl_model", True) is None:
+        _say(f"[sl 3/3] evaluation on {e['held_out']} held-out prompt(s): no SL model (SFT skipped), so no effect "
+             f"to measure -> {ev.path}")
+        _say(f"         artifacts: {data.result.path}, {ev.path}, {out / 'program.json'}")
+        return
     _say(
         f"[sl 3/3] evaluation on {e['held_out']} held-out prompt(s): mean log-prob per token of their revisions "
         f"{e['base_logprob_held_out']} (base) -> {e['adapted_logprob_held_out']} (adapted), "
@@ -143,31 +153,52 @@ def print_effect(effect: "effect_mod.Effect", indent: str = "         ") -> None
     _say(f"{indent}{effect.verdict.line}")
 
 
+def _num(value: float | None, spec: str = ".3f") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def _print_label_signal(s: LabelSummary) -> None:
+    """The feedback model's signal (order consistency, position bias, option mass, verdict) and label sources."""
+    sources = ", ".join(f"{v} {k}" for k, v in sorted(s.sources.items())) or "none"
+    if s.signal is None:
+        _say(f"         label sources: {sources}; {s.no_signal} no-signal label(s)")
+        return
+    g = s.signal
+    ci = f" (95% CI {g.consistency_ci[0]:.2f}-{g.consistency_ci[1]:.2f})" if g.consistency_ci else ""
+    _say(f"         feedback model: order-consistent {g.consistent}/{g.comparisons}{ci}, p={_num(g.p_value, '.3g')} vs chance 0.5; "
+         f"position bias P(A) {_num(g.position_bias, '.2f')}; option mass {_num(g.option_mass, '.2f')}")
+    _say(f"         signal: {'yes' if g.has_signal else 'NO'} ({g.reason}); feedback weight {g.feedback_weight:.2f}; "
+         f"label sources {sources}; {s.no_signal} no-signal label(s)")
+
+
+def _print_rl(rl: RLResult, seconds: float) -> None:
+    """PPO's reward, KL, entropy and degenerate share per step."""
+    stopped = f", stopped early ({rl.stopped})" if rl.stopped else ""
+    _say(f"[rl 3/5] {rl.algo.upper()} {rl.steps} steps, reward `{rl.reward_source}`{stopped}: {rl.adapter} ({seconds:.0f} s)")
+    for i, (r, kl, ent, deg) in enumerate(zip(rl.reward, rl.kl, rl.entropy, rl.degenerate), start=1):
+        _say(f"         step {i}: reward {_num(r)}, KL {_num(kl)}, entropy {_num(ent)}, degenerate {_num(deg, '.0%')}")
+
+
 def _rl_stages(program, scorer, base: Path, sl_adapter: Path | None, budget: rlaif.JobBudget) -> "effect_mod.Effect":
     t = time.perf_counter()
-    labels = rlaif.rl_label(program, base, sl_adapter, budget)
+    labels = rlaif.rl_label(program, scorer, base, sl_adapter, budget)
     s = labels.summary
     _say(f"[rl 1/5] labelled {s.records} pairs ({s.new} new, {s.pairs_per_second:.2f} pairs/s), "
          f"mean confidence {s.mean_confidence:.3f}: {s.path} ({time.perf_counter() - t:.0f} s)")
-    if s.signal is not None:
-        _say(f"         feedback signal: {'yes' if s.signal.has_signal else 'NO'} ({s.signal.reason}); label sources "
-             + ", ".join(f"{v} {k}" for k, v in sorted(s.sources.items())) + f"; {s.no_signal} no-signal label(s)")
+    _print_label_signal(s)
 
     t = time.perf_counter()
     pm = rlaif.rl_preference_model(program, base, labels, budget)
-    acc = f"{pm.accuracy:.2f}" if pm.accuracy is not None else "n/a"
-    _say(f"[rl 2/5] preference model: {pm.train_pairs} train / {pm.eval_pairs} held-out pairs, held-out accuracy "
-         f"{acc}{' (reused)' if pm.reused else ''}: {pm.path} ({time.perf_counter() - t:.0f} s)")
+    _say(f"[rl 2/5] preference model: {pm.train_pairs} train / {pm.eval_pairs} held-out pairs"
+         f"{' (reused)' if pm.reused else ''}: {pm.path} ({time.perf_counter() - t:.0f} s)")
+    _say(f"         {pm.verdict}")
 
     t = time.perf_counter()
-    ppo = rlaif.rl_ppo(program, base, labels, sl_adapter, budget, log=_say)
-    first, last = (ppo.metrics[0], ppo.metrics[-1]) if ppo.metrics else ({}, {})
-    nan = float("nan")
-    _say(f"[rl 3/5] PPO {ppo.steps} steps: reward {first.get('reward', nan):.3f} -> {last.get('reward', nan):.3f}, "
-         f"KL {last.get('kl', nan):.3f}: {ppo.policy} ({time.perf_counter() - t:.0f} s)")
+    rl = rlaif.rl_ppo(program, scorer, base, labels, sl_adapter, budget, log=_say)
+    _print_rl(rl, time.perf_counter() - t)
 
     signal = s.signal.has_signal if s.signal is not None else None
-    effect = rlaif.rl_evaluate(program, scorer, base, sl_adapter, ppo.policy, budget, feedback_signal=signal)
+    effect = rlaif.rl_evaluate(program, scorer, base, sl_adapter, rl.adapter, budget, feedback_signal=signal)
     _say(f"[rl 4/5] evaluation: {effect.path} ({effect.seconds:.0f} s)")
     print_effect(effect)
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import gc
 from typing import Annotated, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 from cai_dsl.core.hashing import canonical_json, sha256_text
+
+from cai_dsl.core.gc import gc_paused
 
 __all__ = ["Compact", "Frozen", "LOC_PATTERN", "Loc", "SourceLoc", "canonical_json", "gc_paused", "sha256_text"]
 
@@ -54,20 +54,3 @@ class SourceLoc(NamedTuple):
     def __str__(self) -> str:
         return f"{self.file}:{self.line}:{self.column}-{self.end_line}:{self.end_column}"
 
-
-@contextlib.contextmanager
-def gc_paused():
-    """Pause the cyclic garbage collector for an allocation-heavy step.
-
-    Building or dumping a large program allocates many short-lived containers while a large AST
-    is alive; each automatic collection would traverse all of it again (for 5,000 principles,
-    collections took most of the time). Those allocations are freed by reference counting; the
-    collector is re-enabled afterwards if it was enabled.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()

@@ -154,7 +154,8 @@ def compile_stage(source: Path, deployment: str, target: str, out: Path) -> Comp
 class SLBudget:
     """Sizes of the ``cai run`` SL-CAI stage: ``prompts`` train-split prompts, of which ``helpful_fraction`` helpful
     and ``lookalike_fraction`` benign look-alikes (answered, so SFT also learns not to refuse them), the rest red
-    team; ``held_out`` revised records kept out of SFT for the log-prob check."""
+    team; ``held_out`` revised records kept out of SFT for the log-prob check; ``gate``: gate revisions
+    (:mod:`cai_dsl.run.sl_gate`; off keeps every non-empty revision)."""
 
     prompts: int = 40
     held_out: int = 3
@@ -163,6 +164,7 @@ class SLBudget:
     sft_steps: int = 20
     helpful_fraction: float = 0.2
     lookalike_fraction: float = 0.2
+    gate: bool = True
 
 
 @dataclass(frozen=True)
@@ -206,7 +208,8 @@ def sl_data(
     items = sample_prompts(budget.prompts, seed=program.provenance.seed, helpful_fraction=budget.helpful_fraction,
                            lookalike_fraction=budget.lookalike_fraction)
     # one chunk, one batch per stage: the shared preamble runs once per stage (see BatchedGenerator)
-    options = SLOptions(rounds=rounds, max_new_tokens=budget.max_new_tokens, batch_size=budget.prompts, chunk_size=budget.prompts)
+    options = SLOptions(rounds=rounds, max_new_tokens=budget.max_new_tokens, batch_size=budget.prompts, chunk_size=budget.prompts,
+                        gate=budget.gate)
     result = run_sl(job, items, Path(out), options=options, progress=progress)
     revised = [r for r in result.records if not r["helpful"] and any(t.get("revision") for t in r["rounds"])]
     held = sorted(revised, key=lambda r: seeded_rank(program.provenance.seed, "held:" + r["id"]))[: budget.held_out]
@@ -236,11 +239,16 @@ class SLEvaluation:
 
 def sl_evaluate(out: Path, data: SLData, tuned: SLFinetune) -> SLEvaluation | None:
     """Evaluate the adapter on the held-out records into ``out/sl-eval.json``; reused while the adapter's
-    fingerprint is unchanged. None when no revised record was held out."""
+    fingerprint is unchanged. None when no revised record was held out; without an adapter (0 accepted targets,
+    SFT skipped) the report says there is no SL model and so no effect (``sl_model: null``)."""
     if not data.held:
         return None
     program, sft = data.job.program, tuned.sft
     path = out / "sl-eval.json"
+    if not sft.trained:
+        report = {"held_out": len(data.held), "sl_model": None, "effect": None, "reason": sft.no_targets, "examples": []}
+        write_json_atomic(path, report)
+        return SLEvaluation(path=path, report=report)
     fingerprint = sft.manifest.get("fingerprint")
     cached = None
     with contextlib.suppress(OSError, ValueError):

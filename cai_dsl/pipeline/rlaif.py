@@ -1,5 +1,9 @@
 """The RL-CAI stages of ``cai run``: label, train the preference model, PPO, evaluate, report.
 
+Labels come from :func:`~cai_dsl.run.feedback.label_pairs` (the feedback model where it measurably has signal,
+else the policy score), PPO from :func:`~cai_dsl.run.train.rl_stage.run_rl_stage`; both use training-split
+prompts only (:func:`~cai_dsl.run.data.split_of`).
+
 They run after the SL-CAI stage with budgets (:class:`JobBudget`) chosen so that the whole ``cai run``
 (SL + RL + the held-out evaluation) stays under 15 minutes on 2 CPU cores with the embedded 135M-parameter
 model; the numbers measured are in ``docs/benchmarks.md``. The evaluation (:func:`rl_evaluate`) compares base,
@@ -19,11 +23,12 @@ from cai_dsl.compile.ir import Program
 from cai_dsl.pipeline.effect import Effect, effect_stage
 from cai_dsl.pipeline.report import write_report
 from cai_dsl.run.eval import EvalOptions, SetLimits
-from cai_dsl.run.feedback import LabelSummary, PromptItem, default_prompts, run_label
+from cai_dsl.run.data import split_of
+from cai_dsl.run.feedback import LabelSummary, PromptItem, default_prompts, label_pairs
 from cai_dsl.run.policy.score import PolicyScorer
 from cai_dsl.run.prompts import PromptRenderer
-from cai_dsl.run.train.ppo import PPOConfig, PPOResult, run_ppo
 from cai_dsl.run.train.reward_model import PMResult, load_pairs, train_preference_model
+from cai_dsl.run.train.rl_stage import RLBudget, RLResult, run_rl_stage
 
 __all__ = ["JobBudget", "Labels", "rl_evaluate", "rl_label", "rl_ppo", "rl_preference_model", "rl_report"]
 
@@ -34,6 +39,8 @@ Log = Callable[[str], None]
 class JobBudget:
     """Sizes of the ``cai run`` RL-CAI stage and of its evaluation.
 
+    ``ppo_rollout``: rollouts (completions) per PPO step, 16 by default (the floor of a usable advantage
+    estimate); ``ppo_steps`` x ``ppo_rollout`` x ``ppo_max_new_tokens`` keeps PPO near a minute on 2 cores.
     ``eval_prompts``: held-out prompts per set (red team, benign look-alikes; None: every one), ``eval_helpful``:
     held-out helpful prompts (0: none), ``eval_compare``: prompts per set judged by the comparison program for the
     win rate (0: none), ``eval_judge``: score the independent judge questions too."""
@@ -41,14 +48,20 @@ class JobBudget:
     label_prompts: int = 16
     label_max_new_tokens: int = 40
     pm_steps: int = 6
-    ppo_steps: int = 4
-    ppo_rollout: int = 4
+    ppo_steps: int = 3
+    ppo_rollout: int = 16
     ppo_max_new_tokens: int = 24
     eval_prompts: int | None = None
     eval_max_new_tokens: int = 48
     eval_helpful: int = 0
     eval_compare: int = 4
     eval_judge: bool = True
+
+    @property
+    def rl_budget(self) -> RLBudget:
+        """The PPO part as the RL stage's budget."""
+        return RLBudget(steps=self.ppo_steps, rollouts_per_step=self.ppo_rollout, max_new_tokens=self.ppo_max_new_tokens,
+                        mini_batch_size=max(1, min(8, self.ppo_rollout // 2)))
 
     @property
     def eval_options(self) -> EvalOptions:
@@ -66,10 +79,11 @@ class Labels:
     prompts: tuple[PromptItem, ...]
 
 
-def rl_label(program: Program, base: Path, sl_adapter: Path | None, budget: JobBudget) -> Labels:
-    """AI feedback labels on the first ``label_prompts`` training prompts into ``base/preferences.jsonl``."""
-    prompts = default_prompts("train")[: budget.label_prompts]
-    summary = run_label(program, base, prompts, policy_adapter=sl_adapter, max_new_tokens=budget.label_max_new_tokens)
+def rl_label(program: Program, scorer: PolicyScorer, base: Path, sl_adapter: Path | None, budget: JobBudget) -> Labels:
+    """Labels on the first ``label_prompts`` training-split prompts into ``base/preferences.jsonl``
+    (:func:`~cai_dsl.run.feedback.label_pairs`: the feedback model where it has signal, else the policy score)."""
+    prompts = [p for p in default_prompts("train") if split_of(p.id) == "train"][: budget.label_prompts]
+    summary = label_pairs(program, scorer, base, prompts, policy_adapter=sl_adapter, max_new_tokens=budget.label_max_new_tokens)
     return Labels(summary=summary, prompts=tuple(prompts))
 
 
@@ -84,16 +98,15 @@ def rl_preference_model(program: Program, base: Path, labels: Labels, budget: Jo
 
 
 def rl_ppo(
-    program: Program, base: Path, labels: Labels, sl_adapter: Path | None, budget: JobBudget, log: Log | None = None
-) -> PPOResult:
-    """PPO against the preference model into ``base/ppo`` (resumes from its last checkpoint)."""
+    program: Program, scorer: PolicyScorer, base: Path, labels: Labels, sl_adapter: Path | None, budget: JobBudget,
+    log: Log | None = None,
+) -> RLResult:
+    """PPO on the labelled (training) prompts into ``base/ppo`` (resumes from its last checkpoint), with the
+    ``auto`` reward: the policy score, plus the preference model in ``base/pm`` only when it beats a constant."""
     gc.collect()
-    config = PPOConfig.from_program(
-        program, steps=budget.ppo_steps, rollout_batch_size=budget.ppo_rollout,
-        mini_batch_size=max(1, budget.ppo_rollout // 2), max_new_tokens=budget.ppo_max_new_tokens,
-    )
-    return run_ppo(
-        program, base / "ppo", list(labels.prompts), pm_dir=base / "pm", config=config, policy_adapter=sl_adapter, log=log
+    return run_rl_stage(
+        program, scorer, labels.prompts, "ppo", budget.rl_budget, out_dir=base, policy_adapter=sl_adapter,
+        pm_dir=base / "pm", show_progress=True, log=log,
     )
 
 

@@ -185,7 +185,7 @@ def sample_prompts(
     return chosen
 
 
-def split_of(item_id: str, eval_fraction: float = 0.2, salt: str = "") -> str:
+def split_of(item_id: str, eval_fraction: float = 0.3, salt: str = "") -> str:
     """``"eval"`` for a stable ~``eval_fraction`` of ids (by sha256), else ``"train"``: labelling and RL use the
     train split, ``cai eval models`` the held-out eval split. A ``salt`` gives an independent split (the
     preference model holds out pairs with ``salt="pm"``)."""

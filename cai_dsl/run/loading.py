@@ -15,9 +15,8 @@ merged into the weights (plain model, fast inference); ``merge_adapter=False`` k
 
 GGUF files are dequantized once into a safetensors cache under ``platformdirs.user_cache_dir("cai-dsl")``
 (override with the ``CAI_CACHE_DIR`` environment variable); later loads read the cache (~0.3 s instead of
-~20 s).  The cache is built in a temporary directory beside its final place, completed by a manifest written
-last, and renamed into place, all under an exclusive file lock, so an interrupted or concurrent build never
-leaves a half-written cache that looks valid.
+~20 s).  The cache (:mod:`cai_dsl.run.model_cache`) is built atomically under a file lock and records the
+sha256 of its files; a corrupt or truncated cache is detected and rebuilt (``verify=True`` rehashes).
 
 Nothing here ever contacts the Hugging Face hub: loads are local-only, ``trust_remote_code`` is always off and
 only safetensors weights are accepted (never pickle ``.bin`` files).
@@ -26,25 +25,22 @@ only safetensors weights are accepted (never pickle ``.bin`` files).
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import hashlib
 import importlib.util
 import json
 import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cai_dsl.core.errors import CaiError
-from cai_dsl.core.files import publish_dir, remove_stale, write_json_atomic
-from cai_dsl.core.hashing import sha256_file
+from cai_dsl.run.model_cache import MANIFEST_NAME, atomic_build, cache_dir_for, cache_root, source_info
 
 __all__ = [
     "DEFAULT_MODEL",
     "EMBEDDED_MODELS",
     "ADAPTER_MANIFEST",
+    "MANIFEST_NAME",
     "LoadedModel",
     "ModelError",
     "adapter_base_spec",
@@ -61,11 +57,8 @@ __all__ = [
 DEFAULT_MODEL = "embedded:smollm2-135m"
 """The model spec used when a target names no model."""
 
-MANIFEST_NAME = "cai-cache.json"
 ADAPTER_MANIFEST = "cai-adapter.json"
 """The file cai-dsl writes into an adapter directory: base model spec, constitution hashes, data hash."""
-_MANIFEST_FORMAT = 1
-_FINGERPRINT_CHUNK = 1 << 20  # 1 MiB read at each end of the source file
 
 
 @dataclass(frozen=True)
@@ -111,16 +104,6 @@ class LoadedModel:
 # Spec resolution
 
 
-def cache_root() -> Path:
-    """Return the cache directory of cai-dsl (``$CAI_CACHE_DIR`` or the platform user cache dir)."""
-    env = os.environ.get("CAI_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("cai-dsl"))
-
-
 def embedded_gguf_path(name: str = "smollm2-135m") -> Path:
     """Return the path of an embedded model's GGUF file, without importing its package.
 
@@ -156,10 +139,11 @@ def _parse_embedded(spec: str) -> str | None:
     return None
 
 
-def resolve_model_dir(spec: str | os.PathLike[str] = DEFAULT_MODEL) -> Path:
+def resolve_model_dir(spec: str | os.PathLike[str] = DEFAULT_MODEL, *, verify: bool = False) -> Path:
     """Resolve a model spec to a local Hugging Face directory with safetensors weights.
 
-    GGUF sources (the embedded model or a ``.gguf`` path) are dequantized into the cache on first use.
+    GGUF sources (the embedded model or a ``.gguf`` path) are dequantized into the cache on first use; the
+    cache is checked against its recorded sha256 (rehashed with ``verify``) and rebuilt when it differs.
     Raises ModelError with a one-paragraph explanation when the spec cannot be used.
     """
     spec_str = os.fspath(spec).strip() if spec is not None else DEFAULT_MODEL
@@ -167,12 +151,12 @@ def resolve_model_dir(spec: str | os.PathLike[str] = DEFAULT_MODEL) -> Path:
         spec_str = DEFAULT_MODEL
     embedded = _parse_embedded(spec_str)
     if embedded is not None:
-        return ensure_gguf_cache(embedded_gguf_path(embedded))
+        return ensure_gguf_cache(embedded_gguf_path(embedded), verify=verify)
     path = Path(spec_str).expanduser()
     if path.suffix.lower() == ".gguf" or (path.is_file() and _looks_like_gguf(path)):
         if not path.is_file():
             raise ModelError(f"The GGUF file {path} does not exist. Check the model path in the target.")
-        return ensure_gguf_cache(path)
+        return ensure_gguf_cache(path, verify=verify)
     if path.is_dir():
         _check_hf_dir(path)
         return path
@@ -223,100 +207,7 @@ def _looks_like_gguf(path: Path) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Atomic, locked cache of dequantized GGUF models
-
-
-def _source_info(source: Path) -> dict[str, Any]:
-    """Cheap content fingerprint of a (possibly large) source file: size + hash of its first/last MiB."""
-    size = source.stat().st_size
-    digest = hashlib.sha256(str(size).encode())
-    with open(source, "rb") as fh:
-        digest.update(fh.read(_FINGERPRINT_CHUNK))
-        if size > 2 * _FINGERPRINT_CHUNK:
-            fh.seek(size - _FINGERPRINT_CHUNK)
-            digest.update(fh.read(_FINGERPRINT_CHUNK))
-        elif size > _FINGERPRINT_CHUNK:
-            digest.update(fh.read())
-    return {"name": source.name, "size": size, "fingerprint": digest.hexdigest()}
-
-
-def _cache_dir_for(source: Path, info: dict[str, Any]) -> Path:
-    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in source.stem)[:80]
-    return cache_root() / "models" / f"{stem}-{info['fingerprint'][:16]}"
-
-
-def _read_manifest(final: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads((final / MANIFEST_NAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _cache_is_valid(final: Path, info: dict[str, Any]) -> bool:
-    """A cache is valid when its manifest (written last) matches the source and lists files that all exist."""
-    manifest = _read_manifest(final)
-    if manifest is None or manifest.get("format") != _MANIFEST_FORMAT:
-        return False
-    source = manifest.get("source") or {}
-    if source.get("size") != info["size"] or source.get("fingerprint") != info["fingerprint"]:
-        return False
-    files = manifest.get("files")
-    if not isinstance(files, dict) or "config.json" not in files:
-        return False
-    for rel, size in files.items():
-        p = final / rel
-        try:
-            if not p.is_file() or p.stat().st_size != size:
-                return False
-        except OSError:
-            return False
-    return True
-
-
-@contextlib.contextmanager
-def _file_lock(lock_path: Path) -> Iterator[None]:
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a+b") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
-def _lock_path(final: Path) -> Path:
-    return final.parent / f".{final.name}.lock"
-
-
-def _atomic_build(final: Path, source: Path, info: dict[str, Any], build: Callable[[Path], None]) -> Path:
-    """Return ``final`` once it holds a valid cache of ``source``, building it with ``build(tmpdir)`` if needed.
-
-    Safe against concurrent callers (an exclusive flock; latecomers wait and reuse the result) and interrupted
-    builds (leftover temp dirs are removed; a cache without a valid manifest is rebuilt).
-    """
-    if _cache_is_valid(final, info):
-        return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    with _file_lock(_lock_path(final)):
-        if _cache_is_valid(final, info):  # built by another process while we waited
-            return final
-        remove_stale(final)  # under the lock: no other builder is running
-        with publish_dir(final) as tmp:
-            build(tmp)
-            files = {
-                str(p.relative_to(tmp)): p.stat().st_size
-                for p in sorted(tmp.rglob("*"))
-                if p.is_file() and p.name != MANIFEST_NAME
-            }
-            manifest = {
-                "format": _MANIFEST_FORMAT,
-                "source": {**info, "path": str(source), "sha256": sha256_file(source)},
-                "files": files,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            }
-            write_json_atomic(tmp / MANIFEST_NAME, manifest)
-    return final
+# Dequantizing GGUF models (into the cache of cai_dsl.run.model_cache)
 
 
 @contextlib.contextmanager
@@ -402,8 +293,9 @@ def _tied_keys(model: Any) -> set[str]:
     return keys
 
 
-def ensure_gguf_cache(gguf_path: str | os.PathLike[str]) -> Path:
-    """Return the safetensors cache directory for a GGUF file, dequantizing it once if needed."""
+def ensure_gguf_cache(gguf_path: str | os.PathLike[str], *, verify: bool = False) -> Path:
+    """Return the safetensors cache directory for a GGUF file, dequantizing it once if needed (and again when
+    the cache no longer matches its recorded sha256; ``verify`` rehashes even if this process checked it)."""
     source = Path(gguf_path).expanduser().resolve()
     if not source.is_file():
         raise ModelError(f"The GGUF file {source} does not exist.")
@@ -413,9 +305,9 @@ def ensure_gguf_cache(gguf_path: str | os.PathLike[str]) -> Path:
             "an HTML error page saved by a failed download, or another format; re-download it."
         )
     _require_gguf_support()
-    info = _source_info(source)
-    final = _cache_dir_for(source, info)
-    return _atomic_build(final, source, info, lambda tmp: _dequantize_gguf_into(source, tmp))
+    info = source_info(source)
+    final = cache_dir_for(source, info)
+    return atomic_build(final, source, info, lambda tmp: _dequantize_gguf_into(source, tmp), verify=verify)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -530,6 +422,7 @@ def load_model(
     device: str = "cpu",
     adapter: str | os.PathLike[str] | None = None,
     merge_adapter: bool = True,
+    verify: bool = False,
 ) -> LoadedModel:
     """Load a causal LM and its tokenizer from a model spec, in eval mode on ``device``.
 
@@ -538,7 +431,8 @@ def load_model(
 
     ``adapter`` names a peft LoRA adapter directory applied on top of the base model (a ``spec`` that is
     itself an adapter directory does the same with its recorded base). The adapter is merged into the
-    weights unless ``merge_adapter`` is false (then ``model`` is a ``peft.PeftModel``).
+    weights unless ``merge_adapter`` is false (then ``model`` is a ``peft.PeftModel``). ``verify`` rehashes a
+    cached (dequantized) model against its recorded sha256 even if this process already checked it.
     """
     import torch
     from transformers import AutoModelForCausalLM
@@ -549,7 +443,7 @@ def load_model(
     adapter_path = Path(adapter).expanduser() if adapter is not None else None
     if adapter_path is not None:
         _check_adapter_dir(adapter_path)
-    path = resolve_model_dir(spec_str)
+    path = resolve_model_dir(spec_str, verify=verify)
     tokenizer = load_tokenizer(path)
     try:
         with _quiet_progress():

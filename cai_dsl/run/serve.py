@@ -7,14 +7,19 @@ max_completion_tokens, temperature, top_p, seed, stop, n=1, logprobs, top_logpro
 stop, logprobs, echo; ``max_tokens=0`` with ``echo`` returns only the prompt's log-probs).
 
 Requests are handled on threads but model calls are serialized with a lock (one batch at a time; a
-``/v1/completions`` request with a list of prompts is batched).  Streaming and ``n > 1`` are not supported.
-The server binds to 127.0.0.1 unless told otherwise.  ``transform(messages, answer) -> answer`` post-processes
+``/v1/completions`` request with a list of prompts is batched); requests are parsed, validated and (for
+``/v1/completions``) tokenized before the lock is taken.  Streaming, tools and ``n > 1`` are not supported
+(a 400 naming the field, :mod:`cai_dsl.run.serve_requests`).  :class:`ServeLimits` bounds the body size
+(413 from ``Content-Length``, before reading), ``max_tokens``, prompts per request and the socket timeout.
+The server binds to 127.0.0.1 unless told otherwise; any other address needs an API key.  ``transform(messages, answer) -> answer`` post-processes
 every chat answer (the hook for a constitutional critique/revise loop); it runs while the model lock is held,
 so it must call the backend directly, never this server over HTTP.
 """
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import json
 import sys
 import threading
@@ -28,35 +33,53 @@ from typing import Any
 
 from cai_dsl.core.errors import CaiError
 
-from cai_dsl.run.backends.base import (
-    Backend,
-    BackendError,
-    GenerationParams,
-    Prompt,
-    continuation_ids,
-    encode_text,
-    prompt_ids,
-)
+from cai_dsl.run.backends.base import Backend, BackendError, Prompt, continuation_ids, encode_text, prompt_ids
 from cai_dsl.run.prompts import PromptRenderer
+from cai_dsl.run.serve_requests import (
+    CHAT_FIELDS,
+    COMPLETION_FIELDS,
+    RequestError,
+    ServeLimits,
+    check_fields,
+    int_field,
+    parse_completion_prompts,
+    parse_messages,
+    parse_params,
+)
 
-__all__ = ["Transform", "chat_prompt", "make_server", "run_server", "serve_forever"]
+__all__ = [
+    "ServeError", "ServeLimits", "Transform", "chat_prompt", "is_loopback", "make_server", "require_api_key",
+    "run_server", "serve_forever",
+]
 
 Transform = Callable[[list[dict[str, str]], str], str]
 """``transform(messages, answer) -> answer``: rewrites each chat answer before it is returned."""
 
-MAX_BODY_BYTES = 16 << 20
-MAX_TOP_LOGPROBS = 20
 DEFAULT_CHAT_MAX_TOKENS = 512
 DEFAULT_COMPLETION_MAX_TOKENS = 16
 
 
-class _RequestError(CaiError):
-    def __init__(self, status: int, message: str, param: str | None = None, kind: str = "invalid_request_error"):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.param = param
-        self.kind = kind
+class ServeError(CaiError):
+    """The server cannot start as configured (e.g. a non-loopback address without an API key)."""
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address (``localhost``, 127.0.0.0/8, ``::1``)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def require_api_key(host: str, api_key: str | None) -> None:
+    """Raise :class:`ServeError` when ``host`` is not loopback and there is no API key."""
+    if not api_key and not is_loopback(host):
+        raise ServeError(
+            f"serving on {host} (not a loopback address) needs an API key: pass --api-key-env NAME "
+            "or --api-key KEY, or bind to 127.0.0.1"
+        )
 
 
 class CAIServer(ThreadingHTTPServer):
@@ -64,6 +87,7 @@ class CAIServer(ThreadingHTTPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # connections waiting to be accepted (the default, 5, refuses bursts of clients)
 
     def __init__(
         self,
@@ -75,14 +99,18 @@ class CAIServer(ThreadingHTTPServer):
         api_key: str | None = None,
         verbose: bool = False,
         renderer: PromptRenderer | None = None,
+        limits: ServeLimits | None = None,
     ) -> None:
+        require_api_key(address[0], api_key)
         self.backend = backend
+        self.limits = limits or ServeLimits()
         self.transform = transform
         self.renderer = renderer
         self.model_name = model_name or _default_model_name(backend)
         self.api_key = api_key
         self.verbose = verbose
         self.lock = threading.Lock()
+        self.names = {self.model_name, str(getattr(backend, "name", self.model_name))}
         super().__init__(address, _Handler)
 
     @property
@@ -109,17 +137,19 @@ def make_server(
     api_key: str | None = None,
     verbose: bool = False,
     renderer: PromptRenderer | None = None,
+    limits: ServeLimits | None = None,
 ) -> CAIServer:
     """Create (bind, not start) an OpenAI-compatible server over ``backend``; ``port=0`` picks a free port.
 
     ``transform(messages, answer)`` rewrites every chat answer; ``api_key`` makes the server require
-    ``Authorization: Bearer <api_key>``.  Start it with ``serve_forever(server)`` or ``server.serve_forever()``
+    ``Authorization: Bearer <api_key>`` (required for a non-loopback ``host``: else :class:`ServeError`);
+    ``limits`` bounds requests (:class:`ServeLimits`).  Start it with ``serve_forever(server)`` or ``server.serve_forever()``
     in a thread; its URL is ``server.url``. With a ``renderer`` (a constitution's
     :class:`~cai_dsl.run.prompts.PromptRenderer`) chat prompts are the policy's prompts (:func:`chat_prompt`).
     """
     return CAIServer(
         (host, port), backend, transform=transform, model_name=model_name, api_key=api_key, verbose=verbose,
-        renderer=renderer,
+        renderer=renderer, limits=limits,
     )
 
 
@@ -141,14 +171,16 @@ def run_server(
     *,
     transform: Transform | None = None,
     api_key: str | None = None,
+    limits: ServeLimits | None = None,
 ) -> None:
     """Load ``model_spec`` into a transformers backend and serve it until interrupted (``cai serve``)."""
+    require_api_key(host, api_key)  # before loading the model
     from cai_dsl.run.backends.transformers_backend import TransformersBackend
     from cai_dsl.run.loading import DEFAULT_MODEL
 
     backend = TransformersBackend(model_spec or DEFAULT_MODEL, batch_size=batch_size)
-    server = make_server(backend, host, port, transform=transform, api_key=api_key)
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    server = make_server(backend, host, port, transform=transform, api_key=api_key, limits=limits)
+    if not is_loopback(host):
         print(f"warning: serving on {host}, reachable from other machines", file=sys.stderr)
     print(f"serving {backend.name} at {server.url} (Ctrl-C to stop)", file=sys.stderr)
     serve_forever(server)
@@ -168,89 +200,125 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- plumbing ------------------------------------------------------------------------------------------
 
+    def setup(self) -> None:
+        self.timeout = self.server.limits.timeout_s  # a half-sent request cannot hold a thread for longer
+        super().setup()
+
     def _send_json(self, status: int, payload: Any) -> None:
         body = json.dumps(payload).encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            if self.close_connection:
+                self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(body)
+        except OSError:  # the client went away (or stopped reading): nothing to answer
+            self.close_connection = True
 
-    def _send_error(self, err: _RequestError) -> None:
-        self._send_json(
-            err.status, {"error": {"message": err.message, "type": err.kind, "param": err.param, "code": None}}
-        )
+    def _send_error(self, err: RequestError) -> None:
+        self._send_json(err.status, err.payload())
 
     def _authorize(self) -> None:
         key = self.server.api_key
-        if key and self.headers.get("Authorization", "") != f"Bearer {key}":
-            raise _RequestError(401, "invalid or missing API key", kind="authentication_error")
+        given = self.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
+        if key and not hmac.compare_digest(given, f"Bearer {key}".encode()):
+            raise RequestError(401, "invalid or missing API key", kind="authentication_error", code="invalid_api_key")
 
-    def _read_body(self) -> bytes | _RequestError:
-        """Read the whole request body up front, so that error replies leave the connection reusable."""
+    def _read_body(self) -> bytes:
+        """Read the whole request body up front, so that error replies leave the connection reusable; the size
+        is checked from ``Content-Length`` before anything is read."""
+        limit = self.server.limits.max_body_bytes
         length_header = self.headers.get("Content-Length")
+        self.close_connection = True  # until the body has been read whole
         if length_header is None:
-            self.close_connection = True
-            return _RequestError(411, "a Content-Length header is required")
+            raise RequestError(411, "a Content-Length header is required")
         try:
             length = int(length_header)
         except ValueError:
-            self.close_connection = True
-            return _RequestError(400, "invalid Content-Length header")
-        if length < 0 or length > MAX_BODY_BYTES:
-            self.close_connection = True
-            return _RequestError(413, f"request body larger than {MAX_BODY_BYTES} bytes")
-        return self.rfile.read(length)
+            raise RequestError(400, "invalid Content-Length header") from None
+        if length < 0:
+            raise RequestError(400, "invalid Content-Length header")
+        if length > limit:
+            raise RequestError(413, f"request body larger than {limit} bytes", code="request_too_large")
+        try:
+            raw = self.rfile.read(length)
+        except TimeoutError:
+            raise RequestError(408, "timed out reading the request body", code="timeout") from None
+        if len(raw) < length:
+            raise RequestError(400, "request body shorter than its Content-Length")
+        self.close_connection = False
+        return raw
 
     @staticmethod
     def _parse_json(raw: bytes) -> dict[str, Any]:
         try:
             data = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as exc:
-            raise _RequestError(400, f"request body is not valid JSON: {exc}") from None
+            raise RequestError(400, f"request body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise RequestError(400, "request body is not valid JSON: nested too deeply") from None
         if not isinstance(data, dict):
-            raise _RequestError(400, "request body must be a JSON object")
+            raise RequestError(400, "request body must be a JSON object")
         return data
+
+    def _check_model(self, req: dict[str, Any]) -> None:
+        model = req.get("model")
+        if model is None:
+            return
+        if not isinstance(model, str):
+            raise RequestError(400, "model must be a string", "model")
+        if model not in self.server.names:
+            raise RequestError(
+                404, f"the model {model!r} does not exist (this server serves {self.server.model_name!r})",
+                "model", code="model_not_found",
+            )
 
     def _dispatch(self, handler: Callable[[], Any]) -> None:
         try:
-            self._authorize()
             self._send_json(200, handler())
-        except _RequestError as err:
+        except RequestError as err:
             self._send_error(err)
-        except BackendError as exc:
-            self._send_error(_RequestError(400, str(exc)))
-        except (ValueError, TypeError) as exc:
-            self._send_error(_RequestError(400, str(exc)))
+        except (BackendError, ValueError, TypeError) as exc:
+            self._send_error(RequestError(400, str(exc)))
         except Exception as exc:  # noqa: BLE001 - a request must never kill the server
             traceback.print_exc(file=sys.stderr)
-            self._send_error(_RequestError(500, f"internal error: {type(exc).__name__}: {exc}", kind="server_error"))
+            self._send_error(RequestError(500, f"internal error: {type(exc).__name__}: {exc}", kind="server_error"))
 
     def do_GET(self) -> None:  # noqa: N802 - http.server naming
         path = self.path.split("?", 1)[0].rstrip("/")
-        if path in ("/v1/models", "/models"):
-            self._dispatch(self._models)
-        elif path in ("/health", "/v1/health"):
-            self._dispatch(lambda: {"status": "ok"})
-        else:
-            self._dispatch(lambda: _raise(_RequestError(404, f"unknown endpoint GET {path}")))
+        endpoints = {
+            "/v1/models": self._models, "/models": self._models,
+            "/health": lambda: {"status": "ok"}, "/v1/health": lambda: {"status": "ok"},
+        }
+
+        def handle() -> Any:
+            self._authorize()
+            if path not in endpoints:
+                raise RequestError(404, f"unknown endpoint GET {path}")
+            return endpoints[path]()
+
+        self._dispatch(handle)
 
     def do_POST(self) -> None:  # noqa: N802 - http.server naming
         path = self.path.split("?", 1)[0].rstrip("/")
-        raw = self._read_body()
-        if isinstance(raw, _RequestError):
-            self._dispatch(lambda: _raise(raw))
-        elif path in ("/v1/chat/completions", "/chat/completions"):
-            self._dispatch(lambda: self._locked(self._chat, self._parse_json(raw)))
-        elif path in ("/v1/completions", "/completions"):
-            self._dispatch(lambda: self._locked(self._completions, self._parse_json(raw)))
-        else:
-            self._dispatch(lambda: _raise(_RequestError(404, f"unknown endpoint POST {path}")))
+        endpoints = {
+            "/v1/chat/completions": self._chat, "/chat/completions": self._chat,
+            "/v1/completions": self._completions, "/completions": self._completions,
+        }
 
-    def _locked(self, handler: Callable[[dict[str, Any]], Any], req: dict[str, Any]) -> Any:
-        # one request at a time touches the model and its tokenizer (neither is safe to share across threads)
-        with self.server.lock:
-            return handler(req)
+        def handle() -> Any:
+            # the body (at most limits.max_body_bytes) is read first: a reply with unread data resets the socket
+            raw = self._read_body()
+            self._authorize()
+            if path not in endpoints:
+                raise RequestError(404, f"unknown endpoint POST {path}")
+            req = self._parse_json(raw)
+            self._check_model(req)
+            return endpoints[path](req)
+
+        self._dispatch(handle)
 
     # -- endpoints -----------------------------------------------------------------------------------------
 
@@ -261,33 +329,37 @@ class _Handler(BaseHTTPRequestHandler):
         }
 
     def _chat(self, req: dict[str, Any]) -> dict[str, Any]:
-        backend = self.server.backend
-        _reject_unsupported(req)
-        messages = _parse_messages(req.get("messages"))
+        backend, lock, limits = self.server.backend, self.server.lock, self.server.limits
+        check_fields(req, CHAT_FIELDS)
+        messages = parse_messages(req.get("messages"))
         continue_final = bool(req.get("continue_final_message", False))
         if continue_final and messages[-1]["role"] != "assistant":
-            raise _RequestError(400, "continue_final_message needs a final assistant message", "messages")
+            raise RequestError(400, "continue_final_message needs a final assistant message", "messages")
         prompt = chat_prompt(messages, self.server.renderer, continue_final=continue_final)
-        max_tokens = req.get("max_completion_tokens", req.get("max_tokens"))
-        params = _params(req, DEFAULT_CHAT_MAX_TOKENS if max_tokens is None else max_tokens)
+        budget = "max_completion_tokens" if req.get("max_completion_tokens") is not None else "max_tokens"
+        params = parse_params(req, budget, DEFAULT_CHAT_MAX_TOKENS, limits)
+        if req.get("logprobs") is not None and not isinstance(req["logprobs"], bool):
+            raise RequestError(400, "logprobs must be a boolean", "logprobs")
         want_logprobs = bool(req.get("logprobs", False))
-        top = _int_field(req, "top_logprobs", 0, 0, MAX_TOP_LOGPROBS)
+        top = int_field(req, "top_logprobs", 0, 0, limits.max_top_logprobs)
         if top and not want_logprobs:
-            raise _RequestError(400, "top_logprobs requires logprobs=true", "top_logprobs")
+            raise RequestError(400, "top_logprobs requires logprobs=true", "top_logprobs")
         if want_logprobs:
-            tok, token_logprobs = _capabilities(backend, "logprobs")
-        gen = backend.generate([prompt], params)[0]
-        answer = gen.text
-        if self.server.transform is not None:
-            answer = self.server.transform([dict(m) for m in messages], answer)
-            if not isinstance(answer, str):
-                raise TypeError("the answer transform must return a string")
+            tok, token_logprobs = _capabilities(backend, "logprobs", "logprobs")
+        with lock:  # the model (one batch at a time) and the transform, which calls the backend
+            gen = backend.generate([prompt], params)[0]
+            answer = gen.text
+            if self.server.transform is not None:
+                answer = self.server.transform([dict(m) for m in messages], answer)
+        if not isinstance(answer, str):
+            raise TypeError("the answer transform must return a string")
         logprobs = None
         if want_logprobs:
             text = backend.render(prompt)
             pids = prompt_ids(tok, text)
             cids = continuation_ids(tok, text, pids, answer)
-            entries = token_logprobs([pids + cids], [len(pids)], top_k=top)[0] if cids else []
+            with lock:
+                entries = token_logprobs([pids + cids], [len(pids)], top_k=top)[0] if cids else []
             logprobs = {"content": [_chat_logprob(tok, e, top) for e in entries]}
         completion_tokens = gen.completion_tokens
         if answer != gen.text and getattr(backend, "tokenizer", None) is not None:
@@ -313,21 +385,23 @@ class _Handler(BaseHTTPRequestHandler):
         }
 
     def _completions(self, req: dict[str, Any]) -> dict[str, Any]:
-        backend = self.server.backend
-        _reject_unsupported(req)
+        backend, lock, limits = self.server.backend, self.server.lock, self.server.limits
+        check_fields(req, COMPLETION_FIELDS)
         if req.get("suffix"):
-            raise _RequestError(400, "suffix is not supported", "suffix")
+            raise RequestError(400, "suffix is not supported", "suffix", code="unsupported_parameter")
         tok, token_logprobs = _capabilities(backend, "/v1/completions")
         generate_ids = getattr(backend, "generate_ids", None)
         if generate_ids is None:
-            raise _RequestError(400, "this backend cannot serve /v1/completions")
-        prompts = _parse_completion_prompts(req.get("prompt"), tok)
-        params = _params(req, _int_field(req, "max_tokens", DEFAULT_COMPLETION_MAX_TOKENS, 0, None))
+            raise RequestError(400, "this backend cannot serve /v1/completions")
+        # tokenized before the model lock: encoding (no padding/truncation change) only reads the tokenizer
+        prompts = parse_completion_prompts(req.get("prompt"), tok, limits)
+        params = parse_params(req, "max_tokens", DEFAULT_COMPLETION_MAX_TOKENS, limits)
         echo = bool(req.get("echo", False))
         n_logprobs: int | None = None
         if req.get("logprobs") is not None and req.get("logprobs") is not False:
-            n_logprobs = _int_field(req, "logprobs", 0, 0, MAX_TOP_LOGPROBS)
-        gens = generate_ids([ids for ids, _ in prompts], params)
+            n_logprobs = int_field(req, "logprobs", 0, 0, limits.max_top_logprobs)
+        with lock:
+            gens = generate_ids([ids for ids, _ in prompts], params)
         choices = []
         lp_seqs: list[list[int]] = []
         lp_starts: list[int] = []
@@ -339,7 +413,10 @@ class _Handler(BaseHTTPRequestHandler):
                 start = 1 if echo else len(ids)
                 lp_seqs.append(ids + cids)
                 lp_starts.append(min(start, len(ids) + len(cids)))
-        entries_all = token_logprobs(lp_seqs, lp_starts, top_k=n_logprobs or 0) if n_logprobs is not None else None
+        entries_all = None
+        if n_logprobs is not None:
+            with lock:
+                entries_all = token_logprobs(lp_seqs, lp_starts, top_k=n_logprobs)
         total_prompt = total_completion = 0
         for i, ((_, text), gen) in enumerate(zip(prompts, gens, strict=True)):
             total_prompt += gen.prompt_tokens
@@ -374,7 +451,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 # -------------------------------------------------------------------------------------------------------------
-# request parsing helpers
+# helpers
 
 
 def chat_prompt(
@@ -399,126 +476,12 @@ def _raise(err: Exception) -> Any:
     raise err
 
 
-def _reject_unsupported(req: dict[str, Any]) -> None:
-    if req.get("stream"):
-        raise _RequestError(400, "streaming is not supported by cai serve", "stream")
-    n = req.get("n", 1)
-    if n not in (None, 1):
-        raise _RequestError(400, "only n=1 is supported", "n")
-    best_of = req.get("best_of", 1)
-    if best_of not in (None, 1):
-        raise _RequestError(400, "only best_of=1 is supported", "best_of")
-
-
-def _capabilities(backend: Any, what: str) -> tuple[Any, Any]:
+def _capabilities(backend: Any, what: str, param: str | None = None) -> tuple[Any, Any]:
     tok = getattr(backend, "tokenizer", None)
     token_logprobs = getattr(backend, "token_logprobs", None)
     if tok is None or token_logprobs is None:
-        raise _RequestError(400, f"{what} is not supported by this backend")
+        raise RequestError(400, f"{what} is not supported by this backend", param, code="unsupported_parameter")
     return tok, token_logprobs
-
-
-def _number(req: dict[str, Any], key: str, default: float) -> float:
-    value = req.get(key)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _RequestError(400, f"{key} must be a number", key)
-    return float(value)
-
-
-def _int_field(req: dict[str, Any], key: str, default: int, lo: int | None, hi: int | None) -> int:
-    value = req.get(key)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _RequestError(400, f"{key} must be an integer", key)
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise _RequestError(400, f"{key} must be between {lo} and {hi}", key)
-    return value
-
-
-def _params(req: dict[str, Any], max_tokens: Any) -> GenerationParams:
-    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 0:
-        raise _RequestError(400, "max_tokens must be a non-negative integer", "max_tokens")
-    temperature = _number(req, "temperature", 1.0)
-    top_p = _number(req, "top_p", 1.0)
-    if not 0 <= temperature <= 2:
-        raise _RequestError(400, "temperature must be between 0 and 2", "temperature")
-    if not 0 < top_p <= 1:
-        raise _RequestError(400, "top_p must be in (0, 1]", "top_p")
-    seed = req.get("seed")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise _RequestError(400, "seed must be an integer", "seed")
-    stop = req.get("stop")
-    if stop is None:
-        stops: tuple[str, ...] = ()
-    elif isinstance(stop, str):
-        stops = (stop,)
-    elif isinstance(stop, list) and all(isinstance(s, str) for s in stop):
-        stops = tuple(stop)
-    else:
-        raise _RequestError(400, "stop must be a string or a list of strings", "stop")
-    return GenerationParams(max_new_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed, stop=stops)
-
-
-def _parse_messages(value: Any) -> list[dict[str, str]]:
-    if not isinstance(value, list) or not value:
-        raise _RequestError(400, "messages must be a non-empty list", "messages")
-    out = []
-    for m in value:
-        if not isinstance(m, dict):
-            raise _RequestError(400, "each message must be an object", "messages")
-        role = m.get("role")
-        if role == "developer":
-            role = "system"
-        if role not in ("system", "user", "assistant"):
-            raise _RequestError(400, f"unsupported message role {role!r}", "messages")
-        content = m.get("content")
-        if isinstance(content, list):  # content parts: keep the text ones
-            parts = []
-            for part in content:
-                if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                    raise _RequestError(400, "only text content parts are supported", "messages")
-                parts.append(part["text"])
-            content = "".join(parts)
-        if content is None:
-            content = ""
-        if not isinstance(content, str):
-            raise _RequestError(400, "message content must be a string", "messages")
-        out.append({"role": role, "content": content})
-    return out
-
-
-def _parse_completion_prompts(value: Any, tok: Any) -> list[tuple[list[int], str]]:
-    """Normalize a completions ``prompt`` to [(token ids, text)]."""
-
-    def is_ids(x: Any) -> bool:
-        return isinstance(x, list) and bool(x) and all(isinstance(t, int) and not isinstance(t, bool) for t in x)
-
-    if isinstance(value, str):
-        items: list[Any] = [value]
-    elif is_ids(value):
-        items = [value]
-    elif isinstance(value, list) and value and all(isinstance(x, str) or is_ids(x) for x in value):
-        items = value
-    else:
-        raise _RequestError(
-            400, "prompt must be a string, a list of token ids, or a non-empty list of either", "prompt"
-        )
-    vocab = len(tok)
-    out = []
-    for item in items:
-        if isinstance(item, str):
-            ids = encode_text(tok, item, add_special_tokens=True)
-            if not ids:
-                raise _RequestError(400, "prompt must not be empty", "prompt")
-            out.append((ids, item))
-        else:
-            if any(t < 0 or t >= vocab for t in item):
-                raise _RequestError(400, f"token ids must be in [0, {vocab})", "prompt")
-            out.append((list(item), tok.decode(item)))
-    return out
 
 
 def _token_str(tok: Any, token_id: int) -> str:

@@ -15,6 +15,8 @@ which response (if any) is a record's SFT target.
 
 from __future__ import annotations
 
+import re
+
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -168,6 +170,21 @@ class RevisionGate:
         row = max(missing, key=lambda r: r.weight)  # max keeps the first of equal weights (policy order)
         texts = self.openings[row.behavior]
         return Opening(behavior=row.behavior, principle=row.principle, text=texts[rng.randrange(len(texts))])
+
+
+_SENTENCE_END = re.compile(r"[.!?](?=[\s\"')\]]|$)|\n")
+
+
+def first_sentence(continuation: str) -> tuple[str, bool]:
+    """The continuation of a canonical opening up to the end of its first sentence, and whether it was cut.
+
+    An opening such as "I can't help with that, because" asks the model for one thing: the reason. A 135M model
+    tends to give it and then go on to help anyway, so the continuation is kept only up to its first sentence
+    end; without one it is returned whole (and the quality gate judges it unfinished)."""
+    m = _SENTENCE_END.search(continuation)
+    if m is None or not continuation[: m.start()].strip():
+        return continuation, False
+    return continuation[: m.end()].rstrip(), True
 
 
 def continue_opening(opening: str, continuation: str) -> str:

@@ -18,7 +18,7 @@ from cai_dsl.run.errors import SLError
 from cai_dsl.run.generation import BatchedGenerator, mix_seed
 from cai_dsl.run.policy.score import PolicyError
 from cai_dsl.run.prompts import policy_prompt
-from cai_dsl.run.sl_gate import Opening, RevisionGate, continue_opening
+from cai_dsl.run.sl_gate import Opening, RevisionGate, continue_opening, first_sentence
 
 __all__ = ["STOP_STRINGS", "ModelSet", "NoProgress", "SLOptions", "SLRunner", "last_user_text"]
 
@@ -349,13 +349,14 @@ class SLRunner:
         texts, finish = [], []
         for i, g in zip(rows, gens, strict=True):
             o = openings[i]
-            text = continue_opening(o.text, g.text)
+            cont, cut = first_sentence(g.text)
+            text = continue_opening(o.text, cont)
             c.results[i]["tokens"]["revision"] += g.completion_tokens
             c.results[i]["rounds"].append(
                 _turn(r, o.principle, None, "opening", revision=text, behavior=o.behavior, opening=o.text)
             )
             texts.append(text)
-            finish.append(g.finish_reason)
+            finish.append("stop" if cut else g.finish_reason)
         self._apply(c, rows, texts, finish, opening=True)
 
     def _critique_step(self, c: "_Chunk", r: int, s: int, steps: int, rows: list[int], plan: Mapping[int, list[str]]) -> None:

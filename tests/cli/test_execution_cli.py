@@ -100,8 +100,10 @@ def test_no_traceback_in_a_real_process(tmp_path):
 
 
 def test_sl_then_rerun_resumes(tmp_path, tiny_target):
+    # about resuming, not gating: the gate rejects every revision of the random tiny model (see the next test)
     out = tmp_path / "run"
-    args = ["sl", PAPER, "-d", "base", "-t", tiny_target, "--limit", "3", "--rounds", "1", "--out", out, "--sft-steps", "1", "--no-progress"]
+    args = ["sl", PAPER, "-d", "base", "-t", tiny_target, "--limit", "3", "--rounds", "1", "--out", out, "--sft-steps", "1",
+            "--no-gate", "--no-progress"]
     first = cai(*args)
     assert first.exit_code == 0, first.stderr
     assert f"sl-data: {out / 'sl-data.jsonl'} (3 records" in first.stdout and "3 new, 0 resumed" in first.stdout
@@ -109,10 +111,25 @@ def test_sl_then_rerun_resumes(tmp_path, tiny_target):
     assert len((out / "sl-data.jsonl").read_text().splitlines()) == 3
     second = cai(*args)
     assert second.exit_code == 0 and "0 new, 3 resumed" in second.stdout and "up to date" in second.stdout
-    other = cai("sl", PAPER, "-d", "base", "-t", tiny_target, "--limit", "3", "--rounds", "2", "--out", out, "--no-progress")
+    other = cai("sl", PAPER, "-d", "base", "-t", tiny_target, "--limit", "3", "--rounds", "2", "--out", out, "--no-gate",
+                "--no-progress")
     assert other.exit_code == 2 and "different arguments" in other.stderr
+    gated = cai("sl", PAPER, "-d", "base", "-t", tiny_target, "--limit", "3", "--rounds", "1", "--out", out, "--no-progress")
+    assert gated.exit_code == 2 and "different arguments" in gated.stderr  # the gate is part of the fingerprint
     sft = cai("sft", out, "--max-steps", "1", "--revisions", "all", "--no-progress")
     assert sft.exit_code == 0 and "1 steps" in sft.stdout
+
+
+def test_sl_with_no_accepted_target_skips_sft(tmp_path, tiny_target):
+    out = tmp_path / "run"
+    result = cai("sl", PAPER, "-d", "base", "-t", tiny_target, "--limit", "3", "--rounds", "1", "--out", out,
+                 "--sft-steps", "1", "--no-progress")
+    assert result.exit_code == 0, result.stderr
+    assert "3 records without an accepted response" in result.stdout
+    assert "0 accepted targets: SFT skipped (3 record(s)" in result.stdout and "adapter:" not in result.stdout
+    assert not (out / "adapter").exists()
+    sft = cai("sft", out, "--max-steps", "1", "--no-progress")
+    assert sft.exit_code == 0 and "0 accepted targets: SFT skipped" in sft.stdout
 
 
 def test_revise_prints_each_step(tiny_target):
@@ -179,7 +196,8 @@ def test_run_sl_job_stage_of_cai_run(tmp_path, tiny_target, capsys):
     from cai_dsl.cli.pipeline import run_sl_stage as run_sl_job
     from cai_dsl.pipeline.main import SLBudget
 
-    kwargs = dict(budget=SLBudget(prompts=6, held_out=2, rounds=1, max_new_tokens=6, sft_steps=2), progress=False)
+    # the SL stage's wiring, SFT and resume: ungated (the gate rejects every revision of the random tiny model)
+    kwargs = dict(budget=SLBudget(prompts=6, held_out=2, rounds=1, max_new_tokens=6, sft_steps=2, gate=False), progress=False)
     assert run_sl_job(PAPER, "base", tiny_target, tmp_path, **kwargs) == 0
     out = capsys.readouterr().out
     assert "[sl 1/3] SL-CAI data: 6 prompts" in out and "[sl 2/3] LoRA SFT" in out
@@ -193,6 +211,20 @@ def test_run_sl_job_stage_of_cai_run(tmp_path, tiny_target, capsys):
     again = capsys.readouterr().out
     assert "0 new record(s), 6 resumed" in again and "up to date, skipped" in again
     assert run_sl_job(str(tmp_path / "none.const"), "base", tiny_target, tmp_path, **kwargs) == 2
+
+
+def test_cai_run_sl_stage_without_accepted_targets_skips_sft(tmp_path, tiny_target, capsys):
+    from cai_dsl.cli.pipeline import run_sl_stage
+    from cai_dsl.pipeline.main import SLBudget
+
+    budget = SLBudget(prompts=6, held_out=2, rounds=1, max_new_tokens=6, sft_steps=2)
+    assert run_sl_stage(PAPER, "base", tiny_target, tmp_path, budget, progress=False) == 0
+    out = capsys.readouterr().out
+    assert "[sl 2/3] LoRA SFT: 0 accepted targets: SFT skipped" in out
+    assert "[sl 3/3] evaluation on 2 held-out prompt(s): no SL model (SFT skipped), so no effect" in out
+    ev = json.loads((tmp_path / "sl-eval.json").read_text())
+    assert ev["sl_model"] is None and ev["effect"] is None and ev["held_out"] == 2
+    assert not (tmp_path / "adapter").exists()
 
 
 # ---------------------------------------------------------------------------------------------- the real model

@@ -305,3 +305,44 @@ def test_cli_rl_rejects_unknown_algorithm_and_reward(tmp_path):
     assert proc.returncode == 2 and "--reward must be one of auto, policy, pm, policy+pm" in proc.stderr
     proc = run("--algo", "dpo")
     assert proc.returncode == 2 and "no preference file" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# ---------------------------------------------------------------------------------------------------- crash safety
+
+
+def test_kill_9_during_cai_label_and_rerun_gives_the_uninterrupted_records(tmp_path, tiny_model_dir):
+    import os
+    import random
+    import signal
+    import time
+
+    cai = [sys.executable, "-c", "from cai_dsl.cli import main; main()"]
+    args = ["label", ANTHROPIC, "-d", "rl_cai", "-t", tiny_target(tmp_path, tiny_model_dir), "--limit", "8",
+            "--batch-size", "2", "--quiet"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "CAI_NO_PROGRESS": "1"}
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    subprocess.run([*cai, *args, "--out", str(reference)], check=True, env=env, capture_output=True, timeout=300)
+    proc = subprocess.Popen([*cai, *args, "--out", str(killed)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    data = killed / "preferences.jsonl"
+
+    def lines() -> int:
+        try:
+            return data.read_bytes().count(b"\n")
+        except FileNotFoundError:
+            return 0
+
+    target, deadline = random.Random().randint(1, 6), time.monotonic() + 240
+    while proc.poll() is None and lines() < target and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = lines()
+    assert 1 <= partial < 8
+    done = subprocess.run([*cai, *args, "--out", str(killed)], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"labelled {8 - partial} new pair(s) (8 in the file)" in done.stdout
+    rows = _records(data)
+    assert len(rows) == len({r["id"] for r in rows}) == 8  # no duplicates, none lost
+    assert {r["id"]: r for r in rows} == {r["id"]: r for r in _records(reference / "preferences.jsonl")}
+    assert data.read_bytes() == (reference / "preferences.jsonl").read_bytes()

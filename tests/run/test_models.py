@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from cai_dsl.run import loading as models
+from cai_dsl.run import model_cache
 from cai_dsl.run.loading import DEFAULT_MODEL, MANIFEST_NAME, ModelError, load_model, resolve_model_dir
 
 
@@ -25,8 +26,8 @@ def cache_env(tmp_path, monkeypatch):
 def _fake_source(tmp_path: Path, content: bytes = b"GGUF" + b"\x00" * 64) -> tuple[Path, dict, Path]:
     src = tmp_path / "fake.gguf"
     src.write_bytes(content)
-    info = models._source_info(src)
-    return src, info, models._cache_dir_for(src, info)
+    info = model_cache.source_info(src)
+    return src, info, model_cache.cache_dir_for(src, info)
 
 
 class _Builder:
@@ -54,8 +55,8 @@ class _Builder:
 def test_cache_builds_once_and_writes_manifest_last(tmp_path, cache_env):
     src, info, final = _fake_source(tmp_path)
     build = _Builder()
-    assert models._atomic_build(final, src, info, build) == final
-    assert models._atomic_build(final, src, info, build) == final
+    assert model_cache.atomic_build(final, src, info, build) == final
+    assert model_cache.atomic_build(final, src, info, build) == final
     assert build.calls == 1
     manifest = json.loads((final / MANIFEST_NAME).read_text())
     assert manifest["files"] == {"config.json": 23, "model.safetensors": 100}
@@ -74,7 +75,7 @@ def test_interrupted_build_leftovers_are_rebuilt(tmp_path, cache_env):
     leftover.mkdir()
     (leftover / "model.safetensors").write_bytes(b"partial")
     build = _Builder()
-    models._atomic_build(final, src, info, build)
+    model_cache.atomic_build(final, src, info, build)
     assert build.calls == 1
     assert (final / MANIFEST_NAME).is_file()
     assert not leftover.exists()
@@ -93,18 +94,18 @@ def test_interrupted_build_leftovers_are_rebuilt(tmp_path, cache_env):
 def test_corrupt_cache_is_rebuilt(tmp_path, cache_env, damage):
     src, info, final = _fake_source(tmp_path)
     build = _Builder()
-    models._atomic_build(final, src, info, build)
+    model_cache.atomic_build(final, src, info, build)
     damage(final)
-    assert not models._cache_is_valid(final, info)
-    models._atomic_build(final, src, info, build)
+    assert not model_cache.cache_is_valid(final, info)
+    model_cache.atomic_build(final, src, info, build)
     assert build.calls == 2
-    assert models._cache_is_valid(final, info)
+    assert model_cache.cache_is_valid(final, info)
 
 
 def test_failed_build_leaves_nothing_behind(tmp_path, cache_env):
     src, info, final = _fake_source(tmp_path)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        models._atomic_build(final, src, info, _Builder(fail=True))
+        model_cache.atomic_build(final, src, info, _Builder(fail=True))
     assert not final.exists()
     assert not list(final.parent.glob(f".{final.name}.tmp-*"))
 
@@ -116,7 +117,7 @@ def test_concurrent_loaders_build_once(tmp_path, cache_env):
 
     def worker() -> None:
         try:
-            results.append(models._atomic_build(final, src, info, build))
+            results.append(model_cache.atomic_build(final, src, info, build))
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -134,8 +135,8 @@ def test_second_loader_waits_on_the_lock(tmp_path, cache_env):
     src, info, final = _fake_source(tmp_path)
     build = _Builder()
     done = threading.Event()
-    with models._file_lock(models._lock_path(final)):  # another process is building
-        t = threading.Thread(target=lambda: (models._atomic_build(final, src, info, build), done.set()))
+    with model_cache.file_lock(model_cache.lock_path(final)):  # another process is building
+        t = threading.Thread(target=lambda: (model_cache.atomic_build(final, src, info, build), done.set()))
         t.start()
         time.sleep(0.3)
         assert not done.is_set()  # blocked on the lock
@@ -144,7 +145,7 @@ def test_second_loader_waits_on_the_lock(tmp_path, cache_env):
         tmp.mkdir()
         _Builder()(tmp)
         manifest = {
-            "format": models._MANIFEST_FORMAT,
+            "format": model_cache.MANIFEST_FORMAT,
             "source": {**info, "sha256": "0" * 64},
             "files": {"config.json": 23, "model.safetensors": 100},
         }
@@ -158,9 +159,9 @@ def test_second_loader_waits_on_the_lock(tmp_path, cache_env):
 def test_source_fingerprint_change_gives_new_cache_dir(tmp_path, cache_env):
     src, _, final = _fake_source(tmp_path)
     src.write_bytes(b"GGUF" + b"\x01" * 64)
-    info2 = models._source_info(src)
-    assert models._cache_dir_for(src, info2) != final
-    assert not models._cache_is_valid(final, info2)
+    info2 = model_cache.source_info(src)
+    assert model_cache.cache_dir_for(src, info2) != final
+    assert not model_cache.cache_is_valid(final, info2)
 
 
 # -- spec resolution and errors -------------------------------------------------------------------------------

@@ -33,10 +33,11 @@ def program(tmp_path_factory, tiny_model_dir):
 
 def stage_texts(program, tokenizer, text: str) -> dict[str, str]:
     """The policy prompt each stage builds for ``text``, rendered with the tokenizer's chat template."""
-    from cai_dsl.run import adapter_eval, evaluation, feedback
+    from cai_dsl.run import adapter_eval, feedback
+    from cai_dsl.run.eval import models as eval_models
     from cai_dsl.run.backends.base import Prompt, prompt_ids, render_chat
     from cai_dsl.run.data import PromptItem
-    from cai_dsl.run.prompts import PromptRenderer
+    from cai_dsl.run.prompts import PromptRenderer, policy_prompt
     from cai_dsl.run.serve import chat_prompt
     from cai_dsl.run.sl_loop import ModelSet, SLOptions, SLRunner
     from cai_dsl.run.train.dpo import dpo_rows
@@ -47,6 +48,8 @@ def stage_texts(program, tokenizer, text: str) -> dict[str, str]:
     def render(prompt) -> str:
         return render_chat(tokenizer, prompt)
 
+    # evaluation, labelling and adapter evaluation call the one renderer itself
+    assert eval_models.policy_prompt is feedback.policy_prompt is adapter_eval.policy_prompt is policy_prompt
     renderer = PromptRenderer.of(program)
     runner = SLRunner(program, ModelSet.from_backend(program, object(), batch_size=1), SLOptions(rounds=0))
     record = {"id": "r", "prompt": text, "helpful": True, "initial": "ok", "rounds": [], "final": "ok"}
@@ -55,7 +58,7 @@ def stage_texts(program, tokenizer, text: str) -> dict[str, str]:
         "sft": render(Prompt.from_messages(build_examples([record], program)[0]["prompt"])),
         "label": render(feedback.policy_prompt(program, text)),
         "dpo": render(Prompt.from_messages(dpo_rows([PreferencePair("r", text, "a", "b", 0.9)], renderer)[0]["prompt"])),
-        "eval": render(evaluation.policy_prompt(program, text)),
+        "eval": render(eval_models.policy_prompt(program, text)),
         "adapter_eval": render(adapter_eval.policy_prompt(program, text)),
         "serve": render(chat_prompt([{"role": "user", "content": text}], renderer)),
     }

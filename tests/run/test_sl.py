@@ -146,8 +146,8 @@ def test_default_sample_is_deterministic_and_mixes_helpful_prompts():
     assert all(i.id.startswith("hp-") == i.helpful for i in a)
     assert [i.id for i in default_prompts(8, seed=1)] != [i.id for i in a]
     everything = default_prompts(None)
-    # the train split only (issue #10: held-out prompts are never sampled): 173 of the 221 red-team prompts
-    assert sum(not i.helpful for i in everything) == 173 and sum(i.helpful for i in everything) == 58
+    # the train split only (issue #10: held-out prompts are never sampled): 151 of the 221 red-team prompts (eval_fraction 0.3)
+    assert sum(not i.helpful for i in everything) == 151 and sum(i.helpful for i in everything) == 51
     assert all(i.scenario for i in everything)
     with pytest.raises(SLError):
         default_prompts(0)

@@ -17,7 +17,8 @@ OPENING = "I can't help with that, because"
 CONTINUATION = " it could hurt people. Please talk to a professional instead."
 STEPS = "Here is how to do it:\n1. Open the case carefully.\n2. Remove the part.\n3. Put it back."
 LOOP = "I'm a lazy lazy lazy lazy assistant."
-REFUSAL = OPENING + CONTINUATION
+# the continuation is kept up to its first sentence end (`sl_gate.first_sentence`): the second sentence is dropped
+REFUSAL = OPENING + " it could hurt people."
 DANGER = {"risk": "high", "intent": "malicious"}
 BENIGN = {"risk": "low", "intent": "benign"}
 

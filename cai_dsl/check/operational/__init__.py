@@ -23,10 +23,9 @@ The checker summarizes CAI306 per file and CAI307 per deployment after suppressi
 
 from __future__ import annotations
 
-import gc
-from contextlib import contextmanager
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable
 
+from cai_dsl.core.gc import gc_paused
 from cai_dsl.check.operational import (
     compare_question,
     compound,
@@ -68,26 +67,11 @@ def _intrinsic(p: ast.Principle, ctx: LintContext, where: dict) -> list[Diagnost
     return [d for _, lint in INTRINSIC_LINTS for d in lint(p, texts, ctx, where)]
 
 
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while linting.
-
-    Linting allocates only short-lived, acyclic objects (reference counting frees
-    them), but after resolving a large constitution a full collection over its AST
-    can be triggered by those allocations and cost more than the lints themselves.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def lint_principles(constitution: Constitution, deployment: ResolvedDeployment) -> list[Diagnostic]:
     """CAI301-CAI308 and CAI312 over ``deployment``'s principles (after overrides), in principle order."""
-    with _gc_paused():
+    with gc_paused():
         return _lint_principles(constitution, deployment, LintContext(constitution))
 
 
@@ -114,7 +98,7 @@ def lint_constitution(constitution: Constitution, deployments: Iterable[str] | N
     out: list[Diagnostic] = []
     covered: set[str] = set()
     ctx = LintContext(constitution)
-    with _gc_paused():
+    with gc_paused():
         for name in names:
             deployment = constitution.deployments.get(name)
             if deployment is None:

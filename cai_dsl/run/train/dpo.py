@@ -17,6 +17,8 @@ the same inputs resumes.
 
 from __future__ import annotations
 
+from cai_dsl.run.train.job import finished_summary
+
 import json
 import os
 import time
@@ -108,7 +110,7 @@ def run_dpo(
         if changed:
             raise RLAIFError(f"{out} holds a DPO run with different inputs or settings ({', '.join(changed)}); "
                              "use another --out or delete it")
-        summary = _finished(out)
+        summary = finished_summary(out)
         if summary is not None:
             history = [h for h in summary.get("log", []) if "loss" in h]
             return DPOResult(out, out / "policy", int(summary["steps"]), int(summary["pairs"]), history, 0.0)
@@ -188,13 +190,6 @@ def run_dpo(
     return result
 
 
-def _finished(out: Path) -> dict | None:
-    """The summary of a finished run in ``out`` (its policy adapter present), else None."""
-    try:
-        summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return summary if (out / "policy" / "adapter_config.json").is_file() and "steps" in summary else None
 
 
 def _save_last_step_callback():

@@ -23,6 +23,8 @@ share), ``summary.json``; ``trainer/`` holds trl checkpoints from which a rerun 
 
 from __future__ import annotations
 
+from cai_dsl.run.train.job import finished_summary
+
 import json
 import os
 import time
@@ -164,7 +166,7 @@ def run_grpo(
         if changed:
             raise RLAIFError(f"{out} holds a GRPO run with different inputs or settings ({', '.join(changed)}); "
                              "use another --out or delete it")
-        summary = _finished(out)
+        summary = finished_summary(out)
         if summary is not None:
             return GRPOResult(out, out / "policy", int(summary["steps"]), summary.get("log", []), 0.0)
         resume = any(trainer_dir.glob("checkpoint-*"))
@@ -242,12 +244,6 @@ def run_grpo(
     return result
 
 
-def _finished(out: Path) -> dict | None:
-    try:
-        summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return summary if (out / "policy" / "adapter_config.json").is_file() and "steps" in summary else None
 
 
 def _card(program: Any, settings: GRPOSettings, steps: int, prompts: int) -> str:

@@ -149,3 +149,12 @@ def quiet_trainer(trainer: Any, callback: Any) -> Any:
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(callback)
     return trainer
+
+
+def finished_summary(out: Path) -> dict | None:
+    """The ``summary.json`` of a finished training run in ``out`` (its policy adapter present), else None."""
+    try:
+        summary = json.loads((Path(out) / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return summary if (Path(out) / "policy" / "adapter_config.json").is_file() and "steps" in summary else None

@@ -118,9 +118,10 @@ class SFTOptions:
 
 @dataclass
 class SFTResult:
-    """What :func:`train_sft` did. ``skipped``: an adapter with the same fingerprint already existed."""
+    """What :func:`train_sft` did. ``skipped``: an adapter with the same fingerprint already existed.
+    ``adapter`` None: nothing was trained, the gate accepted no SFT target (``excluded`` records gave none)."""
 
-    adapter: Path
+    adapter: Path | None
     examples: int
     steps: int = 0
     loss: float | None = None
@@ -129,6 +130,17 @@ class SFTResult:
     skipped: bool = False
     world_size: int = 1
     manifest: dict[str, Any] = field(default_factory=dict)
+    excluded: int = 0
+
+    @property
+    def trained(self) -> bool:
+        """Whether there is an adapter (False: 0 accepted targets, SFT skipped)."""
+        return self.adapter is not None
+
+    @property
+    def no_targets(self) -> str:
+        """The one line that says SFT was skipped for want of targets (shown by every command)."""
+        return f"0 accepted targets: SFT skipped ({self.excluded} record(s) without an accepted response, not trained on)"
 
 
 # ---------------------------------------------------------------------------------------------------- model card
@@ -277,8 +289,12 @@ def train_sft(
         include_helpful=hp["include_helpful"],
         exclude_ids=hp["exclude_ids"],
     )
+    excluded = excluded_records(records, examples, include_helpful=hp["include_helpful"], exclude_ids=hp["exclude_ids"])
+    if not examples and excluded:
+        # the gate accepted no target: nothing to train on is a result, not an error
+        return SFTResult(adapter=None, examples=0, seconds=time.perf_counter() - t0, excluded=excluded)
     if not examples:
-        raise SFTError(f"{run / DATA_FILE}: no training examples (no records, or all empty or held out)")
+        raise SFTError(f"{run / DATA_FILE}: no training examples (no records, or all held out)")
     helpful_ids = {str(r["id"]) for r in records if r.get("helpful")}
     base = base_model or program.run.models.policy
     rank, world = _world()
@@ -309,9 +325,7 @@ def train_sft(
         "records": len(records),
         "examples": len(examples),
         "helpful_examples": sum(1 for e in examples if e["id"].split("#")[0] in helpful_ids),
-        "excluded_records": excluded_records(
-            records, examples, include_helpful=hp["include_helpful"], exclude_ids=hp["exclude_ids"]
-        ),
+        "excluded_records": excluded,
         "examples_sha256": fingerprint["examples_sha256"],
         "hyperparameters": hp,
         "world_size": world,
@@ -521,7 +535,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cai sft: error: {exc}", file=sys.stderr)
         return 2
     rank, _ = _world()
-    if rank == 0:
+    if rank == 0 and not result.trained:
+        print(result.no_targets)
+    elif rank == 0:
         what = "up to date" if result.skipped else f"{result.steps} steps, loss {result.loss}, {result.seconds:.1f} s"
         print(f"adapter: {result.adapter} ({result.examples} examples, {result.world_size} process(es); {what})")
     return 0
