@@ -33,7 +33,7 @@ from cai_dsl.core.hashing import changed_inputs, jsonable, sha256_text
 from cai_dsl.run.context import ModelPool, check_adapter_dir, quiet_transformers
 from cai_dsl.run.errors import RLAIFError
 from cai_dsl.run.prompts import PromptRenderer
-from cai_dsl.run.train.job import adapter_fingerprint, lora_config, quiet_trainer, trainer_progress, write_adapter_manifest
+from cai_dsl.run.train.job import adapter_fingerprint, quiet_trainer, trainable_policy, trainer_progress, write_adapter_manifest
 
 __all__ = ["DPOResult", "dpo_rows", "run_dpo"]
 
@@ -120,18 +120,7 @@ def run_dpo(
     pool = pool or ModelPool.of(program)
     context = pool.context
     loaded = pool.load(program.run.models.policy)
-    model = loaded.model
-    peft_config = None
-    if policy_adapter is not None:
-        from peft import PeftModel
-
-        try:
-            with quiet_transformers():
-                model = PeftModel.from_pretrained(model, str(policy_adapter), is_trainable=True)
-        except Exception as exc:
-            raise RLAIFError(f"{policy_adapter}: cannot load the policy adapter: {type(exc).__name__}: {exc}") from None
-    else:
-        peft_config = lora_config(params.lora)
+    model, peft_config = trainable_policy(loaded.model, policy_adapter, params.lora)
     tokenizer = loaded.tokenizer
     with quiet_transformers():
         args = DPOConfig(

@@ -23,7 +23,7 @@ share), ``summary.json``; ``trainer/`` holds trl checkpoints from which a rerun 
 
 from __future__ import annotations
 
-from cai_dsl.run.train.job import finished_summary
+from cai_dsl.run.train.job import finished_summary, trainable_policy
 
 import json
 import os
@@ -41,7 +41,7 @@ from cai_dsl.run.data import PromptItem
 from cai_dsl.run.errors import RLAIFError
 from cai_dsl.run.policy.reward import PolicyReward
 from cai_dsl.run.prompts import PromptRenderer
-from cai_dsl.run.train.job import adapter_fingerprint, adapter_manifest, lora_config, publish_adapter, quiet_trainer, trainer_progress
+from cai_dsl.run.train.job import adapter_fingerprint, adapter_manifest, publish_adapter, quiet_trainer, trainer_progress
 
 __all__ = ["GRPOPolicyReward", "GRPOResult", "GRPOSettings", "grpo_dataset", "run_grpo"]
 
@@ -175,17 +175,7 @@ def run_grpo(
     pool = pool or ModelPool.of(program)
     context = pool.context
     loaded = pool.load(program.run.models.policy)
-    model, peft_config = loaded.model, None
-    if policy_adapter is not None:
-        from peft import PeftModel
-
-        try:
-            with quiet_transformers():
-                model = PeftModel.from_pretrained(model, str(policy_adapter), is_trainable=True)
-        except Exception as exc:
-            raise RLAIFError(f"{policy_adapter}: cannot load the policy adapter: {type(exc).__name__}: {exc}") from None
-    else:
-        peft_config = lora_config(program.run.sft.lora)
+    model, peft_config = trainable_policy(loaded.model, policy_adapter, program.run.sft.lora)
     reward = GRPOPolicyReward(policy_scorer, detectors or DetectorSet.from_program(program),
                               undecided_value=settings.undecided_value, max_completion_length=settings.max_completion_length)
     with quiet_transformers():

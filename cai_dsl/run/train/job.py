@@ -158,3 +158,20 @@ def finished_summary(out: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     return summary if (Path(out) / "policy" / "adapter_config.json").is_file() and "steps" in summary else None
+
+
+def trainable_policy(model: Any, policy_adapter: Any, lora: Any) -> tuple[Any, Any]:
+    """The policy to train and the trl ``peft_config``: an existing adapter made trainable (``peft_config`` None),
+    or the base model with a new LoRA config from the target's ``lora`` settings."""
+    if policy_adapter is None:
+        return model, lora_config(lora)
+    from peft import PeftModel
+
+    from cai_dsl.run.context import quiet_transformers
+    from cai_dsl.run.errors import RLAIFError
+
+    try:
+        with quiet_transformers():
+            return PeftModel.from_pretrained(model, str(policy_adapter), is_trainable=True), None
+    except Exception as exc:
+        raise RLAIFError(f"{policy_adapter}: cannot load the policy adapter: {type(exc).__name__}: {exc}") from None
