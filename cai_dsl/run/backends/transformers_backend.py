@@ -11,10 +11,12 @@ Design notes (measured on the 2-core CPU dev machine with the embedded SmolLM2-1
   answers do not depend on batching (beyond floating-point noise).
 * Stop strings end a row through a StoppingCriteria that decodes only the tail of each row; generation stops
   as soon as every row has hit EOS or a stop string, and the returned text is cut before the stop string.
-* ``score`` runs one forward pass per batch of (prompt, continuation) pairs and sums the token log-probs of
-  the continuation.  When all pairs share a long token prefix (typically: the same question scored against
-  several options, or a few-shot preamble), that prefix is run once and its KV cache is expanded over the
-  batch (``prefix_cache=True``); results equal the no-cache path up to float noise.
+* ``score`` / ``token_logprobs`` run every shared token once (``prefix_cache=True`` with ``fast_decode``,
+  :mod:`cai_dsl.run.backends.prefix_scoring`): sequences that differ only in their one scored token are one
+  row, the prefix common to all rows is run once, and rows are grouped by a longer common prefix (a judge's
+  request + response, shared by all its questions) that is run once per group.  Without ``fast_decode`` a
+  common prefix's KV cache is expanded over the batch; ``prefix_cache=False`` scores each sequence as its
+  own row.  All paths agree up to float noise (``tests/run/backends/test_prefix_scoring.py``).
 * Decoding (``fast_decode=True``, the default) goes through :mod:`cai_dsl.run.backends.shared_prefix`: a lean
   loop over preallocated per-row K/V buffers, grouped-query attention without the per-head K/V copy, and a
   shared prefix (SL-CAI's few-shot preamble, :meth:`generate_with_prefix`; the common prefix in ``score``)
@@ -35,14 +37,14 @@ import torch
 from transformers import (
     DynamicCache,
     GenerationConfig,
-    StoppingCriteria,
     StoppingCriteriaList,
     TemperatureLogitsWarper,
     TopPLogitsWarper,
 )
 from transformers.cache_utils import DynamicLayer
 
-from cai_dsl.run.backends import shared_prefix
+from cai_dsl.run.backends import prefix_scoring, shared_prefix
+from cai_dsl.run.backends.hf_support import StopOnStrings, prefilled_cache
 
 from cai_dsl.run.loading import DEFAULT_MODEL, LoadedModel, ModelError, load_model, prepare_tokenizer
 from cai_dsl.run.backends.base import (
@@ -250,7 +252,7 @@ class TransformersBackend:
         config = GenerationConfig(**settings)
         criteria = StoppingCriteriaList()
         if params.stop:
-            criteria.append(_StopOnStrings(self.tokenizer, params.stop, prompt_len))
+            criteria.append(StopOnStrings(self.tokenizer, params.stop, prompt_len))
         out = self.model.generate(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -276,7 +278,7 @@ class TransformersBackend:
                     scores = w(ids, scores)
                 return scores
 
-        stopped = _StopOnStrings(self.tokenizer, params.stop, 0) if params.stop else None
+        stopped = StopOnStrings(self.tokenizer, params.stop, 0) if params.stop else None
         spec = shared_prefix.DecodeSpec(params.max_new_tokens, self._eos_ids, pad_id, warp, stopped)
         return shared_prefix.decode(self.model, prefix, prefix_len, input_ids, mask, spec)
 
@@ -347,6 +349,8 @@ class TransformersBackend:
         if not todo:
             return results
         use_prefix = self.prefix_cache if prefix_cache is None else prefix_cache
+        if use_prefix and self.fast_decode and self._grouped_logprobs(sequences, starts, todo, top_k, results):
+            return results
         prefix_len = (
             self._shared_prefix_len([sequences[i] for i in todo], [starts[i] for i in todo]) if use_prefix else 0
         )
@@ -368,6 +372,40 @@ class TransformersBackend:
                     results[j] = entry
                 i += len(batch)
         return results
+
+    def _grouped_logprobs(
+        self,
+        sequences: Sequence[Sequence[int]],
+        starts: Sequence[int],
+        todo: Sequence[int],
+        top_k: int,
+        results: list[list[TokenLogprob]],
+    ) -> bool:
+        """Fill ``results[i]`` for ``todo`` through :mod:`prefix_scoring` (each shared token run once); False
+        when this model cannot be driven that way (then nothing is filled)."""
+        rows = prefix_scoring.unique_rows([sequences[i] for i in todo], [starts[i] for i in todo])
+        readers: dict[int, list[int]] = {}
+        for i, u in zip(todo, rows.row_of, strict=True):
+            readers.setdefault(u, []).append(i)
+        max_keep = max(len(inp) + 1 - st for inp, st in zip(rows.inputs, rows.starts, strict=True))
+        max_rows = max(1, min(self.score_batch_size, self.max_logits_elements // max(1, max_keep * self._vocab_size)))
+
+        def gather(members: Sequence[int], logprobs: Any, keep: int) -> None:
+            for b, u in enumerate(members):
+                count = len(rows.inputs[u]) + 1 - rows.starts[u]
+                for i in readers[u]:
+                    results[i] = self._entries(sequences[i], starts[i], logprobs[b, keep - count : keep], top_k)
+
+        with self._eval_mode(), torch.inference_mode():
+            base = self._shared_prefix_len(rows.inputs, rows.starts)
+            base_kv = self._prefix_kv(rows.inputs[0][:base]) if base else None
+            if base_kv is None:
+                base = 0
+            groups = prefix_scoring.plan_groups(rows, base, max_rows)
+            pad_id = self._pad_id if self._pad_id is not None else 0
+            return prefix_scoring.run_groups(
+                self.model, rows, groups, base=base, base_kv=base_kv, pad_id=pad_id, max_rows=max_rows, gather=gather
+            )
 
     def _forward(self, *, input_ids: Any, attention_mask: Any, position_ids: Any, cache: Any, keep: int) -> Any:
         kwargs: dict[str, Any] = {"use_cache": cache is not None}
@@ -410,11 +448,11 @@ class TransformersBackend:
             input_ids[i, p + width - len(s) :] = torch.tensor(s, dtype=torch.long)
             mask[i, p + width - len(s) :] = 1
         input_ids, mask = input_ids.to(self._device), mask.to(self._device)
-        cache = _prefilled_cache(self.model, kv, b, p + width + params.max_new_tokens)
+        cache = prefilled_cache(self.model, kv, b, p + width + params.max_new_tokens)
         total = p + width
         criteria = StoppingCriteriaList()
         if params.stop:
-            criteria.append(_StopOnStrings(self.tokenizer, params.stop, total))
+            criteria.append(StopOnStrings(self.tokenizer, params.stop, total))
         with self._eval_mode(), self._rng(params.seed), torch.inference_mode():
             out = self.model.generate(
                 input_ids=input_ids,
@@ -503,65 +541,19 @@ class TransformersBackend:
     ) -> list[list[TokenLogprob]]:
         results = []
         for b, j in enumerate(batch):
-            seq, st = sequences[j], starts[j]
-            count = len(seq) - st
+            count = len(sequences[j]) - starts[j]
             # the logit at absolute position t-1 predicts token t; absolute end (len-1) sits at index keep-1
             first = keep - 1 - count
-            targets = torch.tensor(seq[st:], dtype=torch.long, device=logprobs.device)
-            rows = logprobs[b, first : first + count]
-            chosen = rows.gather(-1, targets[:, None])[:, 0].tolist()
-            tops: list[tuple[tuple[int, float], ...]] = [()] * count
-            if top_k > 0:
-                vals, idx = rows.topk(min(top_k, rows.shape[-1]), dim=-1)
-                tops = [tuple(zip(ix, vs, strict=True)) for ix, vs in zip(idx.tolist(), vals.tolist(), strict=True)]
-            results.append(
-                [TokenLogprob(int(t), float(lp), tp) for t, lp, tp in zip(seq[st:], chosen, tops, strict=True)]
-            )
+            results.append(self._entries(sequences[j], starts[j], logprobs[b, first : first + count], top_k))
         return results
 
-
-def _prefilled_cache(model: Any, kv: list, batch: int, max_len: int) -> Any:
-    """A KV cache for ``batch`` rows that already holds the shared prefix ``kv`` (computed for one row).
-
-    A preallocated ``StaticCache`` when this transformers version has the expected layout: decoding
-    then writes each step in place, where a ``DynamicCache`` copies the whole cache at every step
-    (about a third of a decode step's time at batch 16 with a 1,200-token preamble). Otherwise a
-    ``DynamicCache`` over views of the prefix expanded across the batch.
-    """
-    prefix = int(kv[0][0].shape[-2])
-    try:
-        from transformers.cache_utils import StaticCache, StaticLayer
-
-        cache = StaticCache(config=model.config, max_cache_len=max_len)
-        if len(cache.layers) == len(kv) and all(type(layer) is StaticLayer for layer in cache.layers):
-            for layer, (k, v) in zip(cache.layers, kv):
-                layer.lazy_initialization(k.expand(batch, -1, -1, -1)[:, :, :1], v.expand(batch, -1, -1, -1)[:, :, :1])
-                layer.keys[:, :, :prefix] = k
-                layer.values[:, :, :prefix] = v
-                layer.cumulative_length.fill_(prefix)
-            if all(int(layer.get_seq_length()) == prefix for layer in cache.layers):
-                return cache
-    except (ImportError, AttributeError, TypeError, ValueError, RuntimeError):
-        pass
-    return DynamicCache(
-        ddp_cache_data=[(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in kv],
-        config=model.config,
-    )
-
-
-class _StopOnStrings(StoppingCriteria):
-    """Per-row stopping criterion: a row is done once its generated tail contains a stop string."""
-
-    def __init__(self, tokenizer: Any, stops: Sequence[str], prompt_len: int) -> None:
-        self.tokenizer = tokenizer
-        self.stops = tuple(stops)
-        self.prompt_len = prompt_len
-        # every token decodes to at least one character, so a stop string that ends in the newest token lies
-        # within the last len(stop) tokens; a little slack covers multi-byte characters split across tokens
-        self.window = max(len(s) for s in self.stops) + 4
-
-    def __call__(self, input_ids: Any, scores: Any = None, **kwargs: Any) -> Any:
-        tail = input_ids[:, self.prompt_len :][:, -self.window :]
-        texts = self.tokenizer.batch_decode(tail, skip_special_tokens=True)
-        done = [any(s in t for s in self.stops) for t in texts]
-        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+    @staticmethod
+    def _entries(seq: Sequence[int], start: int, rows: Any, top_k: int) -> list[TokenLogprob]:
+        """The entries of ``seq[start:]`` from ``rows`` (one log-softmax row per scored token, in order)."""
+        targets = torch.tensor(list(seq[start:]), dtype=torch.long, device=rows.device)
+        chosen = rows.gather(-1, targets[:, None])[:, 0].tolist()
+        tops: list[tuple[tuple[int, float], ...]] = [()] * len(chosen)
+        if top_k > 0:
+            vals, idx = rows.topk(min(top_k, rows.shape[-1]), dim=-1)
+            tops = [tuple(zip(ix, vs, strict=True)) for ix, vs in zip(idx.tolist(), vals.tolist(), strict=True)]
+        return [TokenLogprob(int(t), float(lp), tp) for t, lp, tp in zip(seq[start:], chosen, tops, strict=True)]
