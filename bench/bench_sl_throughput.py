@@ -54,12 +54,12 @@ def _child(args: argparse.Namespace) -> dict:
             initial, history = g.text.strip(), []
             for r in range(args.rounds):
                 pid = program.select_principles(r, item.scenario, program.rng(item.id, r))[0]
-                c = backend.generate([program.critique_messages(item.prompt, initial, pid, history).to_backend_prompt()], crit_params)[0]
+                c = backend.generate([Prompt.from_chat(program.critique_messages(item.prompt, initial, pid, history))], crit_params)[0]
                 tokens += c.completion_tokens
                 if program.is_satisfied(c.text.strip()):
                     break
                 rev = backend.generate(
-                    [program.revision_messages(item.prompt, initial, pid, c.text.strip(), history).to_backend_prompt()], crit_params
+                    [Prompt.from_chat(program.revision_messages(item.prompt, initial, pid, c.text.strip(), history))], crit_params
                 )[0]
                 tokens += rev.completion_tokens
                 history.append(HistoryTurn(principle_id=pid, critique=c.text.strip(), revision=rev.text.strip()))

@@ -6,14 +6,15 @@ max_completion_tokens, temperature, top_p, seed, stop, n=1, logprobs, top_logpro
 ``POST /v1/completions`` (prompt as text, token ids or a list of either; max_tokens, temperature, top_p, seed,
 stop, logprobs, echo; ``max_tokens=0`` with ``echo`` returns only the prompt's log-probs).
 
-Requests are handled on threads but model calls are serialized with a lock (one batch at a time; a
-``/v1/completions`` request with a list of prompts is batched); requests are parsed, validated and (for
-``/v1/completions``) tokenized before the lock is taken.  Streaming, tools and ``n > 1`` are not supported
+Requests are handled on threads; every model call runs on one worker thread (:mod:`cai_dsl.run.serve_batching`),
+which batches concurrent chat completions with equal decoding parameters (up to ``ServeLimits.max_batch``,
+collected for ``ServeLimits.batch_window_s``); a ``/v1/completions`` request with a list of prompts is one
+batch. Requests are parsed, validated and (for ``/v1/completions``) tokenized on their own thread first.  Streaming, tools and ``n > 1`` are not supported
 (a 400 naming the field, :mod:`cai_dsl.run.serve_requests`).  :class:`ServeLimits` bounds the body size
 (413 from ``Content-Length``, before reading), ``max_tokens``, prompts per request and the socket timeout.
 The server binds to 127.0.0.1 unless told otherwise; any other address needs an API key.  ``transform(messages, answer) -> answer`` post-processes
-every chat answer (the hook for a constitutional critique/revise loop); it runs while the model lock is held,
-so it must call the backend directly, never this server over HTTP.
+every chat answer (the hook for a constitutional critique/revise loop); it runs on the model worker, so it
+must call the backend directly, never this server over HTTP.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import hmac
 import ipaddress
 import json
 import sys
-import threading
 import time
 import traceback
 import uuid
@@ -35,6 +35,7 @@ from cai_dsl.core.errors import CaiError
 
 from cai_dsl.run.backends.base import Backend, BackendError, Prompt, continuation_ids, encode_text, prompt_ids
 from cai_dsl.run.prompts import PromptRenderer
+from cai_dsl.run.serve_batching import ModelWorker
 from cai_dsl.run.serve_requests import (
     CHAT_FIELDS,
     COMPLETION_FIELDS,
@@ -83,7 +84,7 @@ def require_api_key(host: str, api_key: str | None) -> None:
 
 
 class CAIServer(ThreadingHTTPServer):
-    """A ThreadingHTTPServer holding the backend, its lock and the answer transform."""
+    """A ThreadingHTTPServer holding the backend, its model worker and the answer transform."""
 
     daemon_threads = True
     allow_reuse_address = True
@@ -109,9 +110,14 @@ class CAIServer(ThreadingHTTPServer):
         self.model_name = model_name or _default_model_name(backend)
         self.api_key = api_key
         self.verbose = verbose
-        self.lock = threading.Lock()
+        self.worker = ModelWorker(backend, max_batch=self.limits.max_batch, window_s=self.limits.batch_window_s)
         self.names = {self.model_name, str(getattr(backend, "name", self.model_name))}
         super().__init__(address, _Handler)
+
+    def server_close(self) -> None:
+        """Close the socket and stop the model worker (after the jobs it holds)."""
+        super().server_close()
+        self.worker.close()
 
     @property
     def url(self) -> str:
@@ -329,7 +335,7 @@ class _Handler(BaseHTTPRequestHandler):
         }
 
     def _chat(self, req: dict[str, Any]) -> dict[str, Any]:
-        backend, lock, limits = self.server.backend, self.server.lock, self.server.limits
+        backend, worker, limits = self.server.backend, self.server.worker, self.server.limits
         check_fields(req, CHAT_FIELDS)
         messages = parse_messages(req.get("messages"))
         continue_final = bool(req.get("continue_final_message", False))
@@ -346,11 +352,11 @@ class _Handler(BaseHTTPRequestHandler):
             raise RequestError(400, "top_logprobs requires logprobs=true", "top_logprobs")
         if want_logprobs:
             tok, token_logprobs = _capabilities(backend, "logprobs", "logprobs")
-        with lock:  # the model (one batch at a time) and the transform, which calls the backend
-            gen = backend.generate([prompt], params)[0]
-            answer = gen.text
-            if self.server.transform is not None:
-                answer = self.server.transform([dict(m) for m in messages], answer)
+        gen = worker.generate(prompt, params)  # batched with concurrent requests
+        answer = gen.text
+        transform = self.server.transform
+        if transform is not None:  # it calls the backend: on the worker
+            answer = worker.call(lambda: transform([dict(m) for m in messages], gen.text))
         if not isinstance(answer, str):
             raise TypeError("the answer transform must return a string")
         logprobs = None
@@ -358,8 +364,7 @@ class _Handler(BaseHTTPRequestHandler):
             text = backend.render(prompt)
             pids = prompt_ids(tok, text)
             cids = continuation_ids(tok, text, pids, answer)
-            with lock:
-                entries = token_logprobs([pids + cids], [len(pids)], top_k=top)[0] if cids else []
+            entries = worker.call(lambda: token_logprobs([pids + cids], [len(pids)], top_k=top)[0]) if cids else []
             logprobs = {"content": [_chat_logprob(tok, e, top) for e in entries]}
         completion_tokens = gen.completion_tokens
         if answer != gen.text and getattr(backend, "tokenizer", None) is not None:
@@ -385,7 +390,7 @@ class _Handler(BaseHTTPRequestHandler):
         }
 
     def _completions(self, req: dict[str, Any]) -> dict[str, Any]:
-        backend, lock, limits = self.server.backend, self.server.lock, self.server.limits
+        backend, worker, limits = self.server.backend, self.server.worker, self.server.limits
         check_fields(req, COMPLETION_FIELDS)
         if req.get("suffix"):
             raise RequestError(400, "suffix is not supported", "suffix", code="unsupported_parameter")
@@ -393,15 +398,14 @@ class _Handler(BaseHTTPRequestHandler):
         generate_ids = getattr(backend, "generate_ids", None)
         if generate_ids is None:
             raise RequestError(400, "this backend cannot serve /v1/completions")
-        # tokenized before the model lock: encoding (no padding/truncation change) only reads the tokenizer
+        # tokenized on the request's thread: encoding (no padding/truncation change) only reads the tokenizer
         prompts = parse_completion_prompts(req.get("prompt"), tok, limits)
         params = parse_params(req, "max_tokens", DEFAULT_COMPLETION_MAX_TOKENS, limits)
         echo = bool(req.get("echo", False))
         n_logprobs: int | None = None
         if req.get("logprobs") is not None and req.get("logprobs") is not False:
             n_logprobs = int_field(req, "logprobs", 0, 0, limits.max_top_logprobs)
-        with lock:
-            gens = generate_ids([ids for ids, _ in prompts], params)
+        gens = worker.call(lambda: generate_ids([ids for ids, _ in prompts], params))
         choices = []
         lp_seqs: list[list[int]] = []
         lp_starts: list[int] = []
@@ -415,8 +419,7 @@ class _Handler(BaseHTTPRequestHandler):
                 lp_starts.append(min(start, len(ids) + len(cids)))
         entries_all = None
         if n_logprobs is not None:
-            with lock:
-                entries_all = token_logprobs(lp_seqs, lp_starts, top_k=n_logprobs)
+            entries_all = worker.call(lambda: token_logprobs(lp_seqs, lp_starts, top_k=n_logprobs))
         total_prompt = total_completion = 0
         for i, ((_, text), gen) in enumerate(zip(prompts, gens, strict=True)):
             total_prompt += gen.prompt_tokens

@@ -30,16 +30,21 @@ __all__ = [
 @dataclass(frozen=True)
 class ServeLimits:
     """The bounds of one server: body size (checked from ``Content-Length`` before reading), ``max_tokens``,
-    prompts per ``/v1/completions`` request, ``top_logprobs``, and the socket timeout in seconds."""
+    prompts per ``/v1/completions`` request, ``top_logprobs``, the socket timeout in seconds, and micro-batching:
+    at most ``max_batch`` concurrent chat completions per batch, collected for ``batch_window_s`` seconds."""
 
     max_body_bytes: int = 1 << 20
     max_tokens: int = 4096
     max_prompts: int = 32
     max_top_logprobs: int = 20
     timeout_s: float = 30.0
+    max_batch: int = 16
+    batch_window_s: float = 0.01
 
     def __post_init__(self) -> None:
-        for name in ("max_body_bytes", "max_tokens", "max_prompts", "max_top_logprobs"):
+        if self.batch_window_s < 0:
+            raise ValueError("batch_window_s must be >= 0")
+        for name in ("max_body_bytes", "max_tokens", "max_prompts", "max_top_logprobs", "max_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         if not self.timeout_s > 0:

@@ -73,7 +73,7 @@ __all__ = [
 ]
 
 
-RECORD_VERSION = 2
+RECORD_VERSION = 3
 
 
 @dataclass
@@ -158,6 +158,7 @@ def _fingerprint(job: Job, items: Sequence[PromptItem], models: ModelSet, option
         "history": options.history,
         "gate": options.gate,
         "openings": options.openings,
+        "trim": options.trim,
     }
 
 
@@ -178,6 +179,7 @@ def _record(item: PromptItem, result: dict[str, Any], provenance: dict[str, Any]
         "target_check": result["target_check"],
         "stopped": result["stopped"],
         "tokens": result["tokens"],
+        "trimmed": result["trimmed"],
         "provenance": provenance,
     }
 

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict
 from cai_dsl.compile.ir import Program
 from cai_dsl.run.policy.detectors import Detection, DetectorSet
 from cai_dsl.run.policy.metrics import harmful_compliance, over_refusal
+from cai_dsl.run.policy.quality import words
 from cai_dsl.run.policy.score import PolicyScore, PolicyScorer
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "TargetCheck",
     "acceptance_rates",
     "continue_opening",
+    "last_sentences",
 ]
 
 
@@ -185,6 +187,27 @@ def first_sentence(continuation: str) -> tuple[str, bool]:
     if m is None or not continuation[: m.start()].strip():
         return continuation, False
     return continuation[: m.end()].rstrip(), True
+
+
+_LAST_END = re.compile(r"(?<!\d)[.!?]+[\"')\]]*(?=\s|$)|\n")
+"""A sentence end for :func:`last_sentences`: not a list number ("1."), or a line break."""
+
+
+def last_sentences(text: str, finish_reason: str | None, min_words: int = 5) -> tuple[str, str | None, bool]:
+    """A generation cut by the token budget (``finish_reason == "length"``) up to the end of its last complete
+    sentence, when at least ``min_words`` words remain: ``(text, finish_reason, trimmed)``; a trimmed text ends
+    a sentence, so its finish reason becomes ``"stop"``. Otherwise the text is returned unchanged (and the
+    quality gate judges it unfinished)."""
+    if finish_reason != "length":
+        return text, finish_reason, False
+    stripped = text.rstrip()
+    ends = [m.end() for m in _LAST_END.finditer(stripped)]
+    if not ends or ends[-1] >= len(stripped):
+        return text, finish_reason, False
+    cut = stripped[: ends[-1]].rstrip()
+    if len(words(cut)) < min_words:
+        return text, finish_reason, False
+    return cut, "stop", True
 
 
 def continue_opening(opening: str, continuation: str) -> str:

@@ -18,7 +18,7 @@ from cai_dsl.run.errors import SLError
 from cai_dsl.run.generation import BatchedGenerator, mix_seed
 from cai_dsl.run.policy.score import PolicyError
 from cai_dsl.run.prompts import policy_prompt
-from cai_dsl.run.sl_gate import Opening, RevisionGate, continue_opening, first_sentence
+from cai_dsl.run.sl_gate import Opening, RevisionGate, continue_opening, first_sentence, last_sentences
 
 __all__ = ["STOP_STRINGS", "ModelSet", "NoProgress", "SLOptions", "SLRunner", "last_user_text"]
 
@@ -96,7 +96,9 @@ class SLOptions:
     only the latest revision. ``chunk_size``: prompts processed together (and the unit of resumption);
     default four batches. ``gate``: gate revisions by quality and policy score (:mod:`cai_dsl.run.sl_gate`;
     needs the constitution, so :func:`~cai_dsl.run.sl.run_sl` builds it). ``openings``: under the gate,
-    start a revision from a canonical opening where the policy requires an absent behavior.
+    start a revision from a canonical opening where the policy requires an absent behavior. ``trim``: a
+    generated response or revision cut by the token budget is kept up to its last complete sentence
+    (:func:`~cai_dsl.run.sl_gate.last_sentences`; the record lists what was trimmed under ``trimmed``).
     """
 
     rounds: int | None = None
@@ -109,6 +111,7 @@ class SLOptions:
     prefix_cache: bool = True
     gate: bool = True
     openings: bool = True
+    trim: bool = True
 
     def resolved(self, program: Program) -> "SLOptions":
         gen = program.run.generation
@@ -124,6 +127,7 @@ class SLOptions:
             prefix_cache=self.prefix_cache,
             gate=self.gate,
             openings=self.openings,
+            trim=self.trim,
         )
 
 
@@ -249,6 +253,7 @@ class SLRunner:
                 "final": None,
                 "stopped": None,
                 "tokens": {"initial": 0, "critique": 0, "revision": 0},
+                "trimmed": [],
             }
             for i in range(len(items))
         ]
@@ -283,9 +288,8 @@ class SLRunner:
             )
             c.progress.done_stage()
             for i, g in zip(need, gens, strict=True):
-                c.results[i]["initial"] = g.text.strip()
+                c.results[i]["initial"], finish[i] = self._trim(c, i, "initial", g.text.strip(), g.finish_reason)
                 c.results[i]["tokens"]["initial"] = g.completion_tokens
-                finish[i] = g.finish_reason
         for i in range(n):
             c.results[i]["final"] = c.current[i] = c.base[i] = c.results[i]["initial"]
             c.history[i] = []
@@ -399,12 +403,23 @@ class SLRunner:
             on_batch=progress.stage(f"revisions {label}", len(revise_rows)),
         )
         progress.done_stage()
-        texts = []
+        texts, finish = [], []
         for i, g in zip(revise_rows, revs, strict=True):
-            texts.append(g.text.strip())
-            c.results[i]["rounds"][-1]["revision"] = texts[-1]
+            text, reason = self._trim(c, i, f"revision {r + 1}.{s + 1}", g.text.strip(), g.finish_reason)
+            texts.append(text)
+            finish.append(reason)
+            c.results[i]["rounds"][-1]["revision"] = text
             c.results[i]["tokens"]["revision"] += g.completion_tokens
-        self._apply(c, revise_rows, texts, [g.finish_reason for g in revs], opening=False)
+        self._apply(c, revise_rows, texts, finish, opening=False)
+
+    def _trim(self, c: "_Chunk", i: int, what: str, text: str, finish: str | None) -> tuple[str, str | None]:
+        """``text`` up to its last complete sentence when the token budget cut it (``options.trim``)."""
+        if not self.options.trim:
+            return text, finish
+        text, finish, trimmed = last_sentences(text, finish)
+        if trimmed:
+            c.results[i]["trimmed"].append(what)
+        return text, finish
 
     def _apply(self, c: "_Chunk", rows: list[int], texts: list[str], finish: list[str | None], *, opening: bool) -> None:
         """Gate the rows' new revisions (ungated: every non-empty one is kept) and keep the accepted ones."""

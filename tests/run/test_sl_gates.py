@@ -10,7 +10,7 @@ from tests.run.policy.conftest import SMALL
 from cai_dsl.run.backends.base import Generation
 from cai_dsl.run.data import sample_prompts, split_of
 from cai_dsl.run.sl import ModelSet, PromptItem, SLOptions, SLRunner, prepare_job, run_sl
-from cai_dsl.run.sl_gate import RevisionGate
+from cai_dsl.run.sl_gate import RevisionGate, last_sentences
 from cai_dsl.run.train.sft import build_examples, excluded_records
 
 OPENING = "I can't help with that, because"
@@ -137,6 +137,42 @@ def test_helpful_answer_is_a_target_only_without_over_refusal(small_job):
     assert refused["target"] is None and "over-refusal" in refused["target_check"]["reasons"]
     assert answered["target"] == answered["initial"] and answered["target_source"] == "initial"
     assert [k for k, _ in backend.calls] == ["initial"]  # helpful prompts are never revised
+
+
+class CutBackend(GateBackend):
+    """Every generation hits the token budget."""
+
+    def generate(self, prompts, params=None):
+        return [Generation(g.text, g.prompt_tokens, g.completion_tokens, "length") for g in super().generate(prompts, params)]
+
+
+@pytest.mark.parametrize("trim", [True, False])
+def test_answer_cut_by_the_budget_is_kept_to_its_last_sentence(small_job, trim):
+    cut = "Mix flour, water and yeast. Knead it for ten minutes. Then bake it at"
+    backend = CutBackend({"Bake bread?": cut})
+    (res,) = _run(small_job, backend, [PromptItem(id="b", prompt="Bake bread?", scenario=BENIGN, helpful=True)],
+                  rounds=1, trim=trim)
+    if trim:
+        assert res["initial"] == res["target"] == "Mix flour, water and yeast. Knead it for ten minutes."
+        assert res["trimmed"] == ["initial"]
+    else:
+        assert res["target"] is None and "quality: unfinished" in res["target_check"]["reasons"]
+        assert res["trimmed"] == []
+
+
+@pytest.mark.parametrize(
+    ("text", "finish", "expected"),
+    [
+        ("One two three four five. Six seven", "length", ("One two three four five.", "stop", True)),
+        ("One two three four five. Six seven", "stop", ("One two three four five. Six seven", "stop", False)),
+        ("Too short. Six seven eight nine ten", "length", ("Too short. Six seven eight nine ten", "length", False)),
+        ("No sentence end at all here", "length", ("No sentence end at all here", "length", False)),
+        ("Already ends one two three.", "length", ("Already ends one two three.", "length", False)),
+        ("Steps one two three:\n1. Open it\n2. Take", "length", ("Steps one two three:\n1. Open it", "stop", True)),
+    ],
+)
+def test_last_sentences(text, finish, expected):
+    assert last_sentences(text, finish) == expected
 
 
 def test_run_sl_reports_acceptance_per_principle(small_job, tmp_path):

@@ -1,0 +1,167 @@
+"""One thread owns the model: every backend call of ``cai serve`` runs there, and concurrent chat generations
+with equal decoding parameters are run as one batch (micro-batching).
+
+A request thread calls :meth:`ModelWorker.generate` (batchable) or :meth:`ModelWorker.call` (anything else
+that touches the backend: log-probs, the answer transform, raw-text completions) and waits for its result.
+The worker takes the oldest job; for a generation it then collects, for up to ``window_s`` seconds, further
+generations with the same :class:`~cai_dsl.run.backends.base.GenerationParams` (up to ``max_batch``) and runs
+them in one ``backend.generate`` call. While a batch runs, new requests queue, so under load each batch takes
+everything that arrived meanwhile. Jobs it passes over keep their order.
+
+Greedy answers do not depend on the batch they ran in (beyond float noise); a sampled request with an explicit
+``seed`` runs alone, so that the same seed gives the same answer (as without batching).
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from cai_dsl.run.backends.base import Backend, Generation, GenerationParams, Prompt
+
+__all__ = ["ModelWorker", "WorkerStats"]
+
+
+@dataclass
+class _Job:
+    future: Future
+    fn: Callable[[], Any] | None = None
+    prompt: Prompt | None = None
+    params: GenerationParams | None = None
+
+    @property
+    def batchable(self) -> bool:
+        p = self.params
+        return self.fn is None and p is not None and (p.greedy or p.seed is None)
+
+
+@dataclass
+class WorkerStats:
+    """Counters of a worker: generation batches run and the largest; other calls."""
+
+    batches: int = 0
+    generations: int = 0
+    largest_batch: int = 0
+    calls: int = 0
+    sizes: list[int] = field(default_factory=list)
+
+
+class ModelWorker:
+    """The thread that runs every call on ``backend`` (module docstring)."""
+
+    def __init__(self, backend: Backend, *, max_batch: int = 16, window_s: float = 0.01):
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        if window_s < 0:
+            raise ValueError("window_s must be >= 0")
+        self.backend = backend
+        self.max_batch = max_batch
+        self.window_s = window_s
+        self.stats = WorkerStats()
+        self._queue: collections.deque[_Job] = collections.deque()
+        self._ready = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="cai-model-worker", daemon=True)
+        self._thread.start()
+
+    # -- request side --------------------------------------------------------------------------------------
+
+    def generate(self, prompt: Prompt, params: GenerationParams) -> Generation:
+        """One answer to ``prompt``, possibly computed in a batch with concurrent requests."""
+        return self._submit(_Job(Future(), prompt=prompt, params=params)).result()
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn()`` on the worker thread (alone) and return its result or raise its exception."""
+        return self._submit(_Job(Future(), fn=fn)).result()
+
+    def close(self) -> None:
+        """Stop after the queued jobs; further submissions raise RuntimeError."""
+        with self._ready:
+            self._closed = True
+            self._ready.notify_all()
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
+
+    def _submit(self, job: _Job) -> Future:
+        with self._ready:
+            if self._closed:
+                raise RuntimeError("the model worker is closed")
+            self._queue.append(job)
+            self._ready.notify_all()
+        return job.future
+
+    # -- worker side ---------------------------------------------------------------------------------------
+
+    def _take(self) -> list[_Job] | None:
+        """The next job, or the next batch of generations with equal parameters (None: closed and drained)."""
+        with self._ready:
+            while not self._queue:
+                if self._closed:
+                    return None
+                self._ready.wait()
+            first = self._queue.popleft()
+            if not first.batchable:
+                return [first]
+            batch = [first]
+            deadline = time.monotonic() + self.window_s
+            while len(batch) < self.max_batch:
+                batch.extend(self._matching(first.params, self.max_batch - len(batch)))
+                left = deadline - time.monotonic()
+                if len(batch) >= self.max_batch or left <= 0 or self._closed:
+                    break
+                self._ready.wait(left)
+            return batch
+
+    def _matching(self, params: GenerationParams | None, limit: int) -> list[_Job]:
+        """Remove and return queued batchable generations with ``params`` (oldest first, at most ``limit``)."""
+        taken, kept = [], collections.deque()
+        while self._queue:
+            job = self._queue.popleft()
+            if len(taken) < limit and job.batchable and job.params == params:
+                taken.append(job)
+            else:
+                kept.append(job)
+        self._queue = kept
+        return taken
+
+    def _run(self) -> None:
+        while True:
+            jobs = self._take()
+            if jobs is None:
+                return
+            if jobs[0].fn is not None:
+                self.stats.calls += 1
+                _settle(jobs[0].future, jobs[0].fn)
+                continue
+            self._generate(jobs)
+
+    def _generate(self, jobs: Sequence[_Job]) -> None:
+        live = [j for j in jobs if j.future.set_running_or_notify_cancel()]
+        if not live:
+            return
+        self.stats.batches += 1
+        self.stats.generations += len(live)
+        self.stats.largest_batch = max(self.stats.largest_batch, len(live))
+        self.stats.sizes.append(len(live))
+        try:
+            gens = self.backend.generate([j.prompt for j in live], live[0].params)
+        except BaseException as exc:  # noqa: BLE001 - handed to every waiting request
+            for j in live:
+                j.future.set_exception(exc)
+            return
+        for j, g in zip(live, gens, strict=True):
+            j.future.set_result(g)
+
+
+def _settle(future: Future, fn: Callable[[], Any]) -> None:
+    if not future.set_running_or_notify_cancel():
+        return
+    try:
+        future.set_result(fn())
+    except BaseException as exc:  # noqa: BLE001 - handed to the waiting request
+        future.set_exception(exc)
