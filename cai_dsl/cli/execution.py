@@ -1,9 +1,10 @@
-"""`cai sl`, `cai sft`, `cai revise`, `cai serve`: running a compiled constitution.
+"""`cai sl`, `cai sft`, `cai revise`, `cai serve`, `cai batch run`: running a compiled constitution.
 
 Exit codes: 0 success; 1 the constitution has errors (printed as diagnostics); 2 usage errors and
 bad inputs (missing file, malformed prompts line, unknown deployment or target, a run directory
-written with other arguments, a model that cannot be loaded). Progress bars go to stderr, results
-to stdout.
+written with other arguments, a model that cannot be loaded); 3 requests are waiting in a batch file
+(target backend `batch`: run it, e.g. with `cai batch run`, and rerun). Progress bars go to stderr,
+results to stdout.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ def register(app: typer.Typer) -> None:
     app.command("sft")(sft_command)
     app.command("revise")(revise_command)
     app.command("serve")(serve_command)
+    batch = typer.Typer(help="OpenAI batch files: run one against a server", no_args_is_help=True)
+    batch.command("run")(batch_run_command)
+    app.add_typer(batch, name="batch")
 
 
 def _usage(message: str) -> None:
@@ -216,7 +220,7 @@ def serve_command(
     deployment: Optional[str] = typer.Option(None, "--deployment", "-d", help="the deployment of --constitution"),
     target: Optional[str] = typer.Option(None, "--target", "-t", help="target of --constitution (default: smollm2-cpu)"),
     rounds: Optional[int] = typer.Option(None, "--rounds", help="critique/revision rounds per answer (default: the program's)"),
-    batch_size: int = typer.Option(8, "--batch-size"),
+    batch_size: int = typer.Option(16, "--batch-size", help="rows per forward pass; concurrent chat requests are batched up to this"),
     api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="require `Authorization: Bearer $NAME` (the variable's name, not the key)"),
     api_key_opt: Optional[str] = typer.Option(None, "--api-key", help="require `Authorization: Bearer KEY` (visible in `ps`: prefer --api-key-env); needed for a non-loopback --host"),
     max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", help="refuse request bodies larger than this (413)"),
@@ -248,7 +252,7 @@ def serve_command(
         _positive(name, value)
     if not timeout > 0:
         _usage("--timeout must be positive")
-    limits = ServeLimits(max_body_bytes, max_tokens, max_prompts, timeout_s=timeout)
+    limits = ServeLimits(max_body_bytes, max_tokens, max_prompts, timeout_s=timeout, max_batch=batch_size)
     try:
         require_api_key(host, api_key)
     except ServeError as exc:
@@ -288,3 +292,35 @@ def serve_command(
     print(f"serving {backend.name} at {server.url}{loop} (Ctrl-C to stop)", file=sys.stderr)
     serve_forever(server)
     raise SystemExit(0)
+
+
+def batch_run_command(
+    requests: Path = typer.Argument(..., help="the batch file (JSONL request lines with custom_id, url, body)"),
+    url: str = typer.Option(..., "--url", help="the server's API root, e.g. http://127.0.0.1:8000/v1 (`cai serve`, vLLM)"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="results file (default: results.jsonl beside REQUESTS)"),
+    concurrency: int = typer.Option(16, "--concurrency", help="requests in flight at once"),
+    api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="send `Authorization: Bearer $NAME`"),
+) -> None:
+    """Send every request of an OpenAI batch file to a server and write the results file (resumable: answered
+    requests are skipped); the `batch` target backend reads it back on the next run."""
+    import os
+
+    from cai_dsl.core.progress import progress
+    from cai_dsl.run.backends.base import BackendError
+    from cai_dsl.run.backends.batch_file import run_batch
+
+    _positive("--concurrency", concurrency)
+    if not requests.is_file():
+        _usage(f"no such file: {requests}")
+    api_key = os.environ.get(api_key_env) if api_key_env else None
+    if api_key_env and not api_key:
+        _usage(f"the environment variable {api_key_env} is not set")
+    output = output or requests.with_name("results.jsonl")
+    with progress(None, "batch", unit="request") as bar:
+        try:
+            sent, failed = run_batch(requests, url, output, api_key=api_key, concurrency=concurrency,
+                                     on_result=lambda done, total: bar(1))
+        except BackendError as exc:
+            _usage(str(exc))
+    print(f"{sent} requests sent, {failed} failed; results: {output}")
+    raise SystemExit(1 if failed else 0)

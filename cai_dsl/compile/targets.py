@@ -72,6 +72,10 @@ class BackendOptions(_Strict):
     max_concurrency: int = Field(8, ge=1, le=1024, description="parallel HTTP requests (backend `openai`)")
     tensor_parallel_size: int = Field(1, ge=1, le=64, description="GPUs per model (backend `vllm`)")
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="fraction of GPU memory vLLM may use")
+    batch_dir: str | None = Field(
+        None, description="directory of the OpenAI batch files (backend `batch`): requests.jsonl is written there, "
+        "results*.jsonl are read from there"
+    )
 
 
 class FeedbackModel(_Strict):
@@ -208,7 +212,7 @@ class Target(_Strict):
 
     name: str = Field(description="short name, e.g. smollm2-cpu", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     description: str = ""
-    backend: Literal["transformers", "openai", "vllm"] = "transformers"
+    backend: Literal["transformers", "openai", "vllm", "batch"] = "transformers"
     backend_options: BackendOptions = BackendOptions()
     chat_format: Literal["chatml", "llama3", "llama2", "mistral", "model"] = Field(
         "model", description="prompt format; `model` = the tokenizer's chat template"
@@ -233,6 +237,8 @@ class Target(_Strict):
     def _backend_needs(self) -> "Target":
         if self.backend == "openai" and not self.backend_options.base_url:
             raise ValueError("backend `openai` needs backend_options.base_url")
+        if self.backend == "batch" and not self.backend_options.batch_dir:
+            raise ValueError("backend `batch` needs backend_options.batch_dir")
         return self
 
 

@@ -122,7 +122,10 @@ class ExecutionContext:
                 api_key=os.environ.get(opts.api_key_env) if opts.api_key_env else None,
                 timeout=float(opts.timeout_s),
                 concurrency=int(opts.max_concurrency),
+                tokenizer=spec,
             )
+        if self.backend_name == "batch":
+            return make_backend("batch", directory=opts.batch_dir, model=spec, tokenizer=spec)
         return make_backend(
             self.backend_name,
             model=spec,

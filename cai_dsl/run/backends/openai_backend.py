@@ -239,24 +239,29 @@ class OpenAIBackend:
         if not continuations:
             return [[] for _ in prompts]
         model = self.model
+        jobs = self._score_jobs(prompts, continuations)  # tokenized on this thread, sent concurrently
+        return self._map(lambda job: self._score_one(model, *job), jobs)
+
+    def _score_jobs(self, prompts: Sequence[Prompt], continuations: Sequence[str]) -> list[tuple[int, list[list[int]]]]:
+        """Per prompt: its token count and the token ids of prompt + each continuation."""
         tok = self.tokenizer
-        jobs = []  # tokenized on this thread, sent concurrently
+        jobs = []
         for p in prompts:
             text = render_chat(tok, p)
             pids = prompt_ids(tok, text)
             jobs.append((len(pids), [pids + continuation_ids(tok, text, pids, c) for c in continuations]))
-        return self._map(lambda job: self._score_one(model, *job), jobs)
+        return jobs
+
+    @staticmethod
+    def _score_payload(model: str, seqs: list[list[int]]) -> dict[str, Any]:
+        return {"model": model, "prompt": seqs, "max_tokens": 0, "echo": True, "logprobs": 1, "temperature": 0}
+
+    def post(self, path: str, payload: dict[str, Any]) -> Any:
+        """POST ``payload`` to ``path`` under the API root (with retries); the decoded JSON reply."""
+        return self._request("POST", path, payload)
 
     def _score_one(self, model: str, n_prompt: int, seqs: list[list[int]]) -> list[float]:
-        payload = {
-            "model": model,
-            "prompt": seqs,
-            "max_tokens": 0,
-            "echo": True,
-            "logprobs": 1,
-            "temperature": 0,
-        }
-        data = self._request("POST", "/completions", payload)
+        data = self._request("POST", "/completions", self._score_payload(model, seqs))
         choices = data.get("choices") if isinstance(data, dict) else None
         if not isinstance(choices, list) or len(choices) != len(seqs):
             raise BackendError(
