@@ -119,26 +119,70 @@ def active_principles(
     return [p for p in deployment.principles if eval_expr(p.when, scenario, facets)]
 
 
-def priority_closure(deployment: ResolvedDeployment) -> set[tuple[str, str]]:
-    """Transitive closure of the deployment's priority edges: (higher, lower) pairs."""
-    succ: dict[str, set[str]] = {}
-    for e in deployment.priorities:
-        succ.setdefault(e.higher, set()).add(e.lower)
-    closure: set[tuple[str, str]] = set()
-    for start in succ:
-        seen: set[str] = set()
-        stack = list(succ[start])
+class PriorityOrder:
+    """The transitive closure of a deployment's priority edges, as one reachability bitset per principle:
+    ``(higher, lower) in order``. Built in time linear in the edges times n/64 words (a chain of 2,000
+    levels: milliseconds), where the set of (higher, lower) pairs has n^2/2 entries."""
+
+    def __init__(self, edges: Iterable[tuple[str, str]]):
+        succ: dict[str, list[str]] = {}
+        index: dict[str, int] = {}
+        for higher, lower in edges:
+            succ.setdefault(higher, []).append(lower)
+            for name in (higher, lower):
+                index.setdefault(name, len(index))
+        self._index = index
+        self._reach: dict[str, int] = {}
+        for start in succ:  # iterative depth-first search; a node's bits are final once all successors are
+            if start in self._reach:
+                continue
+            stack: list[tuple[str, int]] = [(start, 0)]
+            on_stack = {start}
+            while stack:
+                node, i = stack[-1]
+                children = succ.get(node, ())
+                if i < len(children):
+                    stack[-1] = (node, i + 1)
+                    child = children[i]
+                    if child not in self._reach and child not in on_stack:
+                        stack.append((child, 0))
+                        on_stack.add(child)
+                    continue
+                stack.pop()
+                on_stack.discard(node)
+                bits = 0
+                for child in children:
+                    bits |= (1 << index[child]) | self._reach.get(child, 0)
+                self._reach[node] = bits
+        if any(self._cyclic(n) for n in succ):  # a cycle (a lint error elsewhere): plain reachability for all
+            self._reach = {n: self._search(succ, n) for n in succ}
+
+    def _cyclic(self, node: str) -> bool:
+        return bool(self._reach.get(node, 0) >> self._index[node] & 1)
+
+    def _search(self, succ: dict[str, list[str]], start: str) -> int:
+        bits, stack, seen = 0, list(succ.get(start, ())), set()
         while stack:
             node = stack.pop()
             if node in seen:
                 continue
             seen.add(node)
-            closure.add((start, node))
+            bits |= 1 << self._index[node]
             stack.extend(succ.get(node, ()))
-    return closure
+        return bits
+
+    def __contains__(self, pair: object) -> bool:
+        higher, lower = pair  # type: ignore[misc]
+        bits = self._reach.get(higher)
+        return bits is not None and lower in self._index and bool(bits >> self._index[lower] & 1)
 
 
-def outranks(deployment: ResolvedDeployment, closure: set[tuple[str, str]], a: str, b: str) -> str | None:
+def priority_closure(deployment: ResolvedDeployment) -> PriorityOrder:
+    """Transitive closure of the deployment's priority edges: ``(higher, lower) in closure``."""
+    return PriorityOrder((e.higher, e.lower) for e in deployment.priorities)
+
+
+def outranks(deployment: ResolvedDeployment, closure: PriorityOrder, a: str, b: str) -> str | None:
     """Why ``a`` ranks above ``b`` where no conflict rule decides: ``"authority"`` (its
     level is higher), ``"priority"`` (same level, the priority order), or None."""
     ra, rb = deployment.rank(a), deployment.rank(b)

@@ -19,6 +19,7 @@ object. The same semantics on one concrete scenario live in
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Literal
 
 import z3
@@ -147,7 +148,7 @@ class DeploymentModel:
         self.last_undecided = False
         self._about: tuple[str, tuple[str, ...]] = ("reachable", ())
         self._answers: dict[tuple[int, ...], tuple[list, z3.ModelRef | None]] = {}
-        self._both: dict[tuple[str, str], z3.BoolRef] = {}
+        self._both: dict[tuple[int, int], z3.BoolRef] = {}
         self.constitution = space.constitution
         self.deployment = deployment
         self.principles = {p.id.name: p for p in deployment.principles}
@@ -164,6 +165,7 @@ class DeploymentModel:
         self.pairs = self._clash_pairs()
         self._never_active: dict[str, bool] = {}
         self._live: list[tuple[str, str]] | None = None
+        self._by_signature: dict[tuple, Scenario | None] = {}
 
     # -- solving
     def sat(self, *constraints: z3.BoolRef) -> z3.ModelRef | None:
@@ -277,10 +279,12 @@ class DeploymentModel:
         return self.space.disj([self.wins(a, b), self.wins(b, a)])
 
     def both_active(self, a: str, b: str) -> z3.BoolRef:
-        key = (a, b) if a <= b else (b, a)
+        ca, cb = self.cond[a], self.cond[b]
+        ia, ib = ca.get_id(), cb.get_id()
+        key = (ia, ib) if ia <= ib else (ib, ia)  # keyed by formula: principles with the same `when` share it
         found = self._both.get(key)
         if found is None:
-            found = self._both[key] = self.space.conj([self.cond[a], self.cond[b]])
+            found = self._both[key] = ca if ia == ib else self.space.conj([ca, cb])
         return found
 
     # -- behavior status, mirroring evaluator.resolved_policy
@@ -336,23 +340,37 @@ class DeploymentModel:
             self._never_active[pid] = cached
         return cached
 
+    def _pair_query(self, query: str, a: str, b: str, build: Callable[[], list[z3.BoolRef]]) -> Scenario | None:
+        """The witness of a query about pair ``(a, b)``, shared by every pair with the same signature: no
+        conflict rule, the same activity formulas and the same priority relation give the same answer, so
+        a priority chain of n principles asks a handful of solver queries instead of n^2/2."""
+        if self._asking(query, a, b):
+            return None
+        key = None
+        if frozenset((a, b)) not in self.rules:
+            key = (query, self.cond[a].get_id(), self.cond[b].get_id(), self._outranks(a, b), self._outranks(b, a))
+            if key in self._by_signature:
+                return self._by_signature[key]
+        found = self.witness(*build())
+        if key is not None and not self.last_undecided:
+            self._by_signature[key] = found
+        return found
+
+    def _outranks(self, a: str, b: str) -> bool:
+        return outranks(self.deployment, self.closure, a, b) is not None
+
     def co_active(self, a: str, b: str) -> Scenario | None:
         """A reachable scenario where ``a`` and ``b`` are both active, or None."""
-        if self._asking("co-active", a, b):
-            return None
-        return self.witness(self.both_active(a, b))
+        return self._pair_query("co-active", a, b, lambda: [self.both_active(a, b)])
 
     def clash_unresolved(self, a: str, b: str) -> Scenario | None:
         """A reachable scenario where ``a`` and ``b`` are both active and neither wins, or None."""
-        if self._asking("clash", a, b):
-            return None
-        return self.witness(self.both_active(a, b), z3.Not(self.resolved(a, b)))
+        return self._pair_query("clash", a, b, lambda: [self.both_active(a, b), z3.Not(self.resolved(a, b))])
 
     def can_win(self, winner: str, loser: str) -> Scenario | None:
         """A reachable scenario where both are active and ``winner`` beats ``loser``, or None."""
-        if self._asking("can-win", winner, loser):
-            return None
-        return self.witness(self.both_active(winner, loser), self.wins(winner, loser))
+        return self._pair_query("can-win", winner, loser,
+                                lambda: [self.both_active(winner, loser), self.wins(winner, loser)])
 
     def live_pairs(self) -> list[tuple[str, str]]:
         """The clashing pairs that are both active in some reachable scenario, in pair order (cached)."""
@@ -386,9 +404,11 @@ class DeploymentModel:
         for a, b in self.live_pairs():
             if pid in (a, b):
                 other = b if pid == a else a
-                if self._asking("final", pid, other):
+                if self.budget is not None and self.budget.exhausted():
+                    self._asking("final", pid, other)
                     break
-                found = self.witness(self.both_active(pid, other), z3.Not(self.wins(pid, other)))
+                found = self._pair_query("final", pid, other,
+                                         lambda: [self.both_active(pid, other), z3.Not(self.wins(pid, other))])
                 if found is not None:
                     out[other] = found
         return out
