@@ -11,7 +11,7 @@ comments apply (:mod:`cai_dsl.check.suppressions`), the noisy lints are summariz
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Callable, Iterable
 
 from cai_dsl.check.observability import lint_observability
 from cai_dsl.check.operational import lint_constitution
@@ -34,10 +34,12 @@ def check(
     semantic: bool = True,
     operational: bool = True,
     budget: Budget | None = None,
+    on_stage: Callable[[str], None] | None = None,
 ) -> list[Diagnostic]:
     """All diagnostics of a resolved constitution: names (from resolution), semantics
     per deployment (SMT, within ``budget`` when given), operationalizability lints; suppressions
-    applied, sorted."""
+    applied, sorted. ``on_stage(label)`` is told each stage as it starts (the CLI's progress)."""
+    stage = on_stage or (lambda label: None)
     diagnostics = list(constitution.diagnostics)
     names = list(deployments) if deployments is not None else list(constitution.deployments)
     if not any(d.is_error for d in constitution.diagnostics):
@@ -46,8 +48,10 @@ def check(
             for name in names:
                 deployment = constitution.deployments.get(name)
                 if deployment is not None:
+                    stage(f"deployment {name}: contradictions (SMT)")
                     diagnostics.extend(check_deployment(space, deployment, budget))
         if operational:
+            stage("operational and observability lints")
             diagnostics.extend(lint_constitution(constitution, deployments))
             diagnostics.extend(lint_observability(constitution, deployments))
     return sorted(dedupe(summarize(apply_suppressions(diagnostics, constitution))), key=Diagnostic.sort_key)

@@ -33,6 +33,29 @@ def _codes(values: list[str] | None) -> tuple[str, ...]:
     return tuple(c.strip() for v in values or [] for c in v.split(",") if c.strip())
 
 
+def _lint_one(path, deployment, only, config, budget, empirical, target, sources, on_stage) -> list:
+    """The configured diagnostics of one file (exit 2 when its only file lacks ``deployment``)."""
+    from cai_dsl.check.checker import check
+    from cai_dsl.lang.resolver import resolve
+
+    constitution = resolve(path)
+    sources.update(constitution.sources)
+    parsed = constitution.root in constitution.files
+    if parsed and deployment is not None and deployment not in constitution.deployment_decls:
+        if only:
+            known = ", ".join(constitution.deployment_decls) or "none"
+            print(f"cai lint: {path} has no deployment `{deployment}` (deployments: {known})", file=sys.stderr)
+            raise SystemExit(2)
+        return []
+    diags = check(constitution, [deployment] if deployment else None, budget=budget, on_stage=on_stage)
+    if empirical:
+        from cai_dsl.run.empirical import empirical_lints  # loads a model
+
+        on_stage("empirical lints (model)")
+        diags += empirical_lints(constitution, deployment, target)
+    return config.apply(diags)
+
+
 def lint_command(
     paths: List[str] = typer.Argument(..., help="`.const` files or directories"),
     deployment: Optional[str] = typer.Option(None, "--deployment", "-d", help="check only this deployment"),
@@ -47,12 +70,11 @@ def lint_command(
 ) -> None:
     """Check constitutions: names, contradictions with witnesses (SMT), operationalizability."""
     from cai_dsl import __version__
-    from cai_dsl.check.checker import check
     from cai_dsl.check.config import LintConfig, load_lint_config
+    from cai_dsl.core.progress import progress
     from cai_dsl.diagnostics.dedupe import dedupe
     from cai_dsl.diagnostics.render import RenderContext, render
     from cai_dsl.diagnostics.rules import all_rules
-    from cai_dsl.lang.resolver import resolve
 
     _check_format("lint", fmt, tuple(FORMATS))
     files, missing = const_files(paths)
@@ -68,22 +90,12 @@ def lint_command(
     budget = config.budget()
     all_diags = []
     sources: dict[str, str] = {}
-    for path in files:
-        constitution = resolve(path)
-        sources.update(constitution.sources)
-        parsed = constitution.root in constitution.files
-        if parsed and deployment is not None and deployment not in constitution.deployment_decls:
-            if len(files) == 1:
-                known = ", ".join(constitution.deployment_decls) or "none"
-                print(f"cai lint: {path} has no deployment `{deployment}` (deployments: {known})", file=sys.stderr)
-                raise SystemExit(2)
-            continue
-        diags = check(constitution, [deployment] if deployment else None, budget=budget)
-        if empirical:
-            from cai_dsl.run.empirical import empirical_lints  # loads a model
-
-            diags += empirical_lints(constitution, deployment, target)
-        all_diags.extend(config.apply(diags))
+    with progress(len(files), "lint", unit="file") as bar:
+        for path in files:
+            bar(0, step=f"{path}: parse and resolve")
+            all_diags.extend(_lint_one(path, deployment, len(files) == 1, config, budget, empirical, target, sources,
+                                       lambda label, path=path: bar(0, step=f"{path}: {label}")))
+            bar(1, step="")
     # the same imported file reported from several roots: once
     unique = sorted(dedupe(all_diags), key=lambda d: d.sort_key())
     context = RenderContext(sources=sources, rules=all_rules(), tool_version=__version__)

@@ -198,3 +198,11 @@ def test_witnesses_reproduce_and_checker_is_complete(tmp_path_factory, text):
             for clash in resolved_policy(constitution, deployment, scenario).unresolved:
                 found.add(frozenset((clash.first, clash.second)))
     assert found == reported
+
+
+def test_check_reports_each_stage_as_it_starts():
+    constitution = resolve(str(ROOT / "constitutions" / "harmless-helpful.const"))
+    stages: list[str] = []
+    check(constitution, on_stage=stages.append)
+    assert stages[-1] == "operational and observability lints"
+    assert stages[:-1] == [f"deployment {n}: contradictions (SMT)" for n in constitution.deployments]
