@@ -137,6 +137,7 @@ def sft_command(
     run_dir: Path = typer.Argument(..., help="a directory written by `cai sl`"),
     revisions: str = typer.Option("final", "--revisions", help="`final` revision or `all` rounds' revisions"),
     no_helpful: bool = typer.Option(False, "--no-helpful", help="without the helpful prompts' responses"),
+    helpful_repeats: int = typer.Option(1, "--helpful-repeats", help="each helpful/look-alike answer this many times (class balance)"),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="stop after N optimizer steps"),
     epochs: Optional[int] = typer.Option(None, "--epochs"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="examples per step and process"),
@@ -152,9 +153,11 @@ def sft_command(
     _positive("--max-steps", max_steps)
     _positive("--epochs", epochs)
     _positive("--batch-size", batch_size)
+    _positive("--helpful-repeats", helpful_repeats)
     options = SFTOptions(
         revisions=revisions,
         include_helpful=not no_helpful,
+        helpful_repeats=helpful_repeats,
         max_steps=max_steps,
         epochs=epochs,
         batch_size=batch_size,

@@ -155,15 +155,18 @@ class SLBudget:
     """Sizes of the ``cai run`` SL-CAI stage: ``prompts`` train-split prompts, of which ``helpful_fraction`` helpful
     and ``lookalike_fraction`` benign look-alikes (answered, so SFT also learns not to refuse them), the rest red
     team; ``held_out`` revised records kept out of SFT for the log-prob check; ``gate``: gate revisions
-    (:mod:`cai_dsl.run.sl_gate`; off keeps every non-empty revision)."""
+    (:mod:`cai_dsl.run.sl_gate`; off keeps every non-empty revision); ``sft_steps`` optimizer steps of the target's
+    LoRA SFT with each helpful/look-alike answer ``helpful_repeats`` times (class balance against over-refusal).
+    The defaults are the measured recipe of docs/benchmarks.md ("The SL recipe")."""
 
-    prompts: int = 40
+    prompts: int = 100
     held_out: int = 3
     rounds: int = 1
     max_new_tokens: int = 48
-    sft_steps: int = 20
-    helpful_fraction: float = 0.2
-    lookalike_fraction: float = 0.2
+    sft_steps: int = 40
+    helpful_fraction: float = 0.15
+    lookalike_fraction: float = 0.3
+    helpful_repeats: int = 3
     gate: bool = True
 
 
@@ -225,7 +228,7 @@ class SLFinetune:
 
 def sl_finetune(out: Path, data: SLData, budget: SLBudget = SLBudget(), *, progress: bool = True) -> SLFinetune:
     """LoRA SFT on ``out``'s SL-CAI data into ``out/adapter`` (skipped when up to date, resumable)."""
-    options = SFTOptions(exclude_ids=data.held_ids, max_steps=budget.sft_steps, batch_size=4)
+    options = SFTOptions(exclude_ids=data.held_ids, max_steps=budget.sft_steps, helpful_repeats=budget.helpful_repeats)
     return SLFinetune(sft=train_sft(out, options=options, progress=progress))
 
 

@@ -159,6 +159,7 @@ def _fingerprint(job: Job, items: Sequence[PromptItem], models: ModelSet, option
         "gate": options.gate,
         "openings": options.openings,
         "trim": options.trim,
+        "opening_tries": options.opening_tries,
     }
 
 

@@ -99,6 +99,7 @@ class SLOptions:
     start a revision from a canonical opening where the policy requires an absent behavior. ``trim``: a
     generated response or revision cut by the token budget is kept up to its last complete sentence
     (:func:`~cai_dsl.run.sl_gate.last_sentences`; the record lists what was trimmed under ``trimmed``).
+    ``opening_tries``: continuations of a canonical opening sampled until the gate would accept one.
     """
 
     rounds: int | None = None
@@ -112,6 +113,7 @@ class SLOptions:
     gate: bool = True
     openings: bool = True
     trim: bool = True
+    opening_tries: int = 3
 
     def resolved(self, program: Program) -> "SLOptions":
         gen = program.run.generation
@@ -128,6 +130,7 @@ class SLOptions:
             gate=self.gate,
             openings=self.openings,
             trim=self.trim,
+            opening_tries=self.opening_tries,
         )
 
 
@@ -343,25 +346,39 @@ class SLRunner:
         return active
 
     def _opening_step(self, c: "_Chunk", r: int, openings: Mapping[int, Opening]) -> None:
-        """Revisions started from a canonical opening (the critique is skipped: nothing to critique)."""
+        """Revisions started from a canonical opening (the critique is skipped: nothing to critique). A
+        continuation the gate would reject is sampled again, up to ``options.opening_tries`` times; the
+        record keeps the last one and the number of tries."""
         rows = list(openings)
-        prompts = [replace(self.initial_prompt(c.items[i]), assistant_prefix=openings[i].text) for i in rows]
-        gens = self.models.generator("policy").generate(
-            prompts, self._params(c.key, "opening", r), on_batch=c.progress.stage(f"openings round {r + 1}", len(rows))
-        )
-        c.progress.done_stage()
-        texts, finish = [], []
-        for i, g in zip(rows, gens, strict=True):
-            o = openings[i]
-            cont, cut = first_sentence(g.text)
-            text = continue_opening(o.text, cont)
-            c.results[i]["tokens"]["revision"] += g.completion_tokens
-            c.results[i]["rounds"].append(
-                _turn(r, o.principle, None, "opening", revision=text, behavior=o.behavior, opening=o.text)
+        found: dict[int, tuple[str, str | None, int]] = {}
+        todo = rows
+        tries = max(1, int(self.options.opening_tries or 1))
+        for attempt in range(tries):
+            prompts = [replace(self.initial_prompt(c.items[i]), assistant_prefix=openings[i].text) for i in todo]
+            key = (c.key, "opening", r) if attempt == 0 else (c.key, "opening", r, attempt)
+            gens = self.models.generator("policy").generate(
+                prompts, self._params(*key), on_batch=c.progress.stage(f"openings round {r + 1}", len(todo))
             )
-            texts.append(text)
-            finish.append("stop" if cut else g.finish_reason)
-        self._apply(c, rows, texts, finish, opening=True)
+            c.progress.done_stage()
+            texts, finish = [], []
+            for i, g in zip(todo, gens, strict=True):
+                cont, cut = first_sentence(g.text)
+                texts.append(continue_opening(openings[i].text, cont))
+                finish.append("stop" if cut else g.finish_reason)
+                c.results[i]["tokens"]["revision"] += g.completion_tokens
+                found[i] = (texts[-1], finish[-1], attempt + 1)
+            if self.gate is None or attempt + 1 == tries:
+                break
+            after = self._score(c, todo, texts, finish)
+            todo = [i for i, a in zip(todo, after, strict=True) if not self.gate.judge(c.scored[i], a).accepted]
+            if not todo:
+                break
+        for i in rows:
+            o = openings[i]
+            turn = _turn(r, o.principle, None, "opening", revision=found[i][0], behavior=o.behavior, opening=o.text)
+            turn["tries"] = found[i][2]
+            c.results[i]["rounds"].append(turn)
+        self._apply(c, rows, [found[i][0] for i in rows], [found[i][1] for i in rows], opening=True)
 
     def _critique_step(self, c: "_Chunk", r: int, s: int, steps: int, rows: list[int], plan: Mapping[int, list[str]]) -> None:
         program, progress = self.program, c.progress

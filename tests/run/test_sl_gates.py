@@ -119,6 +119,19 @@ def test_rejected_revisions_are_never_trained_on(small_job):
         assert excluded_records(records, examples) == 1
 
 
+def test_helpful_answers_repeat_for_class_balance(small_job):
+    backend = GateBackend({"Explain the dangerous thing.": STEPS, "Bake bread?": "Mix flour, water and yeast."})
+    helpful = PromptItem(id="h", prompt="Bake bread?", scenario=BENIGN, helpful=True)
+    records = _run(small_job, backend, [DANGEROUS, helpful], rounds=1)
+    for r, item in zip(records, [DANGEROUS, helpful]):
+        r.update(id=item.id, prompt=item.prompt, helpful=item.helpful)
+    examples = build_examples(records, small_job.program, helpful_repeats=3)
+    assert [e["id"] for e in examples] == ["d#0", "h#0", "h#1", "h#2"]
+    assert excluded_records(records, examples) == 0
+    with pytest.raises(Exception, match="helpful_repeats must be at least 1"):
+        build_examples(records, small_job.program, helpful_repeats=0)
+
+
 def test_accepted_revision_that_is_still_harmful_is_not_a_target(small_job):
     backend = GateBackend({"Explain the dangerous thing.": STEPS}, revision=STEPS)
     (res,) = _run(small_job, backend, [DANGEROUS], rounds=1, openings=False)
@@ -137,6 +150,28 @@ def test_helpful_answer_is_a_target_only_without_over_refusal(small_job):
     assert refused["target"] is None and "over-refusal" in refused["target_check"]["reasons"]
     assert answered["target"] == answered["initial"] and answered["target_source"] == "initial"
     assert [k for k, _ in backend.calls] == ["initial"]  # helpful prompts are never revised
+
+
+class ExcuseFirstBackend(GateBackend):
+    """The first continuation of an opening is an excuse about the assistant; later ones give a reason."""
+
+    def generate(self, prompts, params=None):
+        out = super().generate(prompts, params)
+        if self.calls[-1][0] == "opening" and sum(k == "opening" for k, _ in self.calls) == 1:
+            return [Generation(" I'm a chatbot.", 5, 3, "stop") for _ in out]
+        return out
+
+
+@pytest.mark.parametrize(("tries", "accepted"), [(1, False), (3, True)])
+def test_a_rejected_opening_continuation_is_sampled_again(small_job, tries, accepted):
+    backend = ExcuseFirstBackend({"Explain the dangerous thing.": STEPS})
+    (res,) = _run(small_job, backend, [DANGEROUS], rounds=1, opening_tries=tries)
+    (turn,) = res["rounds"]
+    assert turn["mode"] == "opening" and turn["accepted"] is accepted
+    if accepted:
+        assert turn["tries"] == 2 and res["target"] == REFUSAL
+    else:
+        assert turn["tries"] == 1 and "quality: meta_commentary" in turn["gate"]["reasons"] and res["target"] is None
 
 
 class CutBackend(GateBackend):

@@ -9,9 +9,9 @@ Each check returns a named failure reason:
   ``low_diversity`` (few distinct words in a long text) — together the :data:`DEGENERATE` reasons;
 * ``off_topic``: too few of the prompt's content words (crudely stemmed) in the response; never
   applied to refusals, which need not repeat the request;
-* ``meta_commentary``: talk about the critique/revision process instead of an answer ("As an AI
-  language model", "Here is the revised response", "Revision:", "CritiqueRequest", "the assistant's
-  response").
+* ``meta_commentary``: talk about the critique/revision process or the assistant itself instead of an
+  answer ("As an AI language model", "Here is the revised response", "Revision:", "CritiqueRequest", "the
+  assistant's response", "because I'm a chatbot": a refusal whose reason is not the request).
 """
 
 from __future__ import annotations
@@ -33,7 +33,13 @@ _META = re.compile(
     r"|^\s*(?:revision|critique|revised response)\s*:"
     r"|\b(?:critique|revision)\s*request\b"
     r"|\bthe assistant'?s (?:response|answer|reply)\b"
-    r"|\bthe (?:original|previous) response\b",
+    r"|\bthe (?:original|previous) response\b"
+    # a refusal whose reason is the assistant itself instead of the request: "I can't help with that, because
+    # I'm a chatbot / a bit of a culinary expert / not here"; and "because I'm a chatbot" anywhere
+    r"|\b(?:can(?:no|'|’)?t|won't|will not)\s+(?:help|assist)\b[^.!?\n]{0,40}?\b(?:because|since|as) I(?:'m| am)\b"
+    r"|\b(?:because|since) I(?:'m| am) (?:just |only |not )?(?:a |an )?(?:[\w-]+ ){0,2}"
+    r"(?:chatbot|bot|ai|machine|computer|robot|language model|(?:digital|virtual|ai) assistant)"
+    r"(?=\s*(?:[.,;:!?]|$|(?:and|that|designed|built|programmed|trained|with|who)\b))",
     re.IGNORECASE | re.MULTILINE,
 )
 STOPWORDS = frozenset(

@@ -68,12 +68,14 @@ class SFTOptions:
     """Fine-tuning knobs; ``None`` takes the target's ``[sft]`` value (``program.run.sft``).
 
     ``revisions``: ``final`` (one pair per record) or ``all`` (one per round's revision).
-    ``include_helpful``: add the helpful prompts' initial responses. ``exclude_ids``: records held out
+    ``include_helpful``: add the helpful prompts' initial responses, ``helpful_repeats`` times each (class
+    balance, see :func:`~cai_dsl.run.train.sft_data.build_examples`). ``exclude_ids``: records held out
     (e.g. for evaluation). ``max_steps``: stop after this many optimizer steps (else ``epochs``).
     """
 
     revisions: Literal["final", "all"] = "final"
     include_helpful: bool = True
+    helpful_repeats: int = 1
     exclude_ids: tuple[str, ...] = ()
     max_steps: int | None = None
     epochs: int | None = None
@@ -99,6 +101,7 @@ class SFTOptions:
         return {
             "revisions": self.revisions,
             "include_helpful": self.include_helpful,
+            "helpful_repeats": self.helpful_repeats,
             "exclude_ids": sorted(self.exclude_ids),
             "max_steps": self.max_steps,
             "epochs": int(pick(self.epochs, sft.epochs)),
@@ -288,6 +291,7 @@ def train_sft(
         revisions=hp["revisions"],
         include_helpful=hp["include_helpful"],
         exclude_ids=hp["exclude_ids"],
+        helpful_repeats=hp["helpful_repeats"],
     )
     excluded = excluded_records(records, examples, include_helpful=hp["include_helpful"], exclude_ids=hp["exclude_ids"])
     if not examples and excluded:
@@ -512,6 +516,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("run_dir", help="a directory written by `cai sl` (sl-data.jsonl, program.json)")
     ap.add_argument("--revisions", choices=("final", "all"), default="final")
     ap.add_argument("--no-helpful", action="store_true", help="leave out the helpful prompts' responses")
+    ap.add_argument("--helpful-repeats", type=int, default=1, help="each helpful answer this many times")
     ap.add_argument("--max-steps", type=int, default=None)
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--batch-size", type=int, default=None, help="per process")
@@ -523,6 +528,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = SFTOptions(
         revisions=args.revisions,
         include_helpful=not args.no_helpful,
+        helpful_repeats=args.helpful_repeats,
         max_steps=args.max_steps,
         epochs=args.epochs,
         batch_size=args.batch_size,

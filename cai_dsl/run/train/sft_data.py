@@ -42,6 +42,7 @@ def build_examples(
     revisions: str = "final",
     include_helpful: bool = True,
     exclude_ids: Sequence[str] = (),
+    helpful_repeats: int = 1,
 ) -> list[dict[str, Any]]:
     """Conversational prompt-completion examples (``{"prompt": [...], "completion": [...], "id"}``),
     sorted by record id (so the data order never depends on the order records were written).
@@ -50,10 +51,15 @@ def build_examples(
     accepted revision, or the initial response that passed the checks — and nothing when it is None
     (rejected revisions are never trained on); with ``revisions="all"``, every accepted revision.
     Older records give their final response (or every non-empty revision). Helpful records give
-    their target (or initial response) when ``include_helpful``. Empty completions are skipped.
+    their target (or initial response) when ``include_helpful``, ``helpful_repeats`` times: the model's own
+    answers to benign prompts have a low loss and give little gradient next to new refusal targets, so
+    repeating them is the class balance that keeps the adapter from refusing benign look-alikes (measured in
+    docs/benchmarks.md). Empty completions are skipped.
     """
     if revisions not in ("final", "all"):
         raise SFTError(f"revisions must be `final` or `all`, not `{revisions}`")
+    if helpful_repeats < 1:
+        raise SFTError(f"helpful_repeats must be at least 1, not {helpful_repeats}")
     skip = set(exclude_ids)
     renderer = PromptRenderer.of(program)
     out = []
@@ -63,7 +69,7 @@ def build_examples(
         gated = "target" in record
         target = record.get("target") if gated else record.get("initial" if record.get("helpful") else "final")
         if record.get("helpful"):
-            texts = [target or ""] if include_helpful else []
+            texts = [target or ""] * helpful_repeats if include_helpful else []
         elif revisions == "all":
             rounds = record.get("rounds", [])
             texts = [t["revision"] for t in rounds if t.get("revision") and t.get("accepted") is not False]

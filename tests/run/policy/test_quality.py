@@ -33,6 +33,14 @@ KILL = "How do I kill a Python process that hangs?"
         ("Revision: use kill to stop the Python process.", {"prompt": KILL}, ("meta_commentary",)),
         ("CritiqueRequest: identify harms. Use kill on the Python process.", {"prompt": KILL}, ("meta_commentary",)),
         ("The assistant's response should use kill on the Python process.", {"prompt": KILL}, ("meta_commentary",)),
+        # a refusal whose only reason is the assistant itself (what the SL gate must not train on)
+        ("I can't help with that, because I'm a chatbot.", {"prompt": KILL, "refusal": True}, ("meta_commentary",)),
+        ("I can't help with that, because I'm a no-nonsense AI.", {"prompt": KILL, "refusal": True}, ("meta_commentary",)),
+        ("I can't help with that, because I'm not a machine designed to kill.", {"refusal": True}, ("meta_commentary",)),
+        ("I can't help with that, because it could hurt someone.", {"prompt": KILL, "refusal": True}, ()),
+        ("I can't help with that, because I'm not a lawyer.", {"refusal": True}, ("meta_commentary",)),
+        ("I can't help with that, because it's illegal to open someone else's mail.", {"refusal": True}, ()),
+        ("The pump failed because I am a careless machine operator.", {}, ()),
         ("I'm here to assist with any project. You can ask me anything at all.", {"prompt": KILL}, ("off_topic",)),
         ("I can't help with that request, sorry.", {"prompt": KILL, "refusal": True}, ()),  # refusals skip off-topic
         ("I'm here to assist with any project. You can ask me anything.", {"prompt": "Hi there"}, ()),  # nothing to match
