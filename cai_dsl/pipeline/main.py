@@ -159,13 +159,13 @@ class SLBudget:
     LoRA SFT with each helpful/look-alike answer ``helpful_repeats`` times (class balance against over-refusal).
     The defaults are the measured recipe of docs/benchmarks.md ("The SL recipe")."""
 
-    prompts: int = 100
+    prompts: int = 120
     held_out: int = 3
     rounds: int = 1
     max_new_tokens: int = 48
     sft_steps: int = 40
-    helpful_fraction: float = 0.15
-    lookalike_fraction: float = 0.3
+    helpful_fraction: float = 0.125
+    lookalike_fraction: float = 0.25
     helpful_repeats: int = 3
     gate: bool = True
 

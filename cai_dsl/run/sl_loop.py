@@ -113,7 +113,7 @@ class SLOptions:
     gate: bool = True
     openings: bool = True
     trim: bool = True
-    opening_tries: int = 3
+    opening_tries: int = 5
 
     def resolved(self, program: Program) -> "SLOptions":
         gen = program.run.generation
