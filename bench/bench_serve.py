@@ -57,19 +57,19 @@ def main() -> None:
     t = time.perf_counter()
     one_by_one = [ask(q) for q in prompts]
     seq_s = time.perf_counter() - t
-    before = len(server.worker.stats.sizes)
+    before = server.worker.stats.batches
     t = time.perf_counter()
     with ThreadPoolExecutor(max_workers=args.clients) as pool:
         together = list(pool.map(ask, prompts))
     con_s = time.perf_counter() - t
-    sizes = server.worker.stats.sizes[before:]
+    batches = server.worker.stats.batches - before
     seq_tok, con_tok = sum(n for _, n in one_by_one), sum(n for _, n in together)
     print(f"{'run':<12}{'seconds':>9}{'tokens':>8}{'tok/s':>8}")
     print(f"{'sequential':<12}{seq_s:>9.2f}{seq_tok:>8}{seq_tok / seq_s:>8.1f}")
     print(f"{'concurrent':<12}{con_s:>9.2f}{con_tok:>8}{con_tok / con_s:>8.1f}")
     ratio = (con_tok / con_s) / (seq_tok / seq_s)
     same = sum(a == b for (a, _), (b, _) in zip(one_by_one, together))
-    print(f"ratio {ratio:.2f}x (target >= 5: {'met' if ratio >= 5 else 'NOT met'}); batches run {sizes}; "
+    print(f"ratio {ratio:.2f}x (target >= 5: {'met' if ratio >= 5 else 'NOT met'}); {batches} batches (largest {server.worker.stats.largest_batch}); "
           f"identical answers {same}/{len(prompts)}; load average {os.getloadavg()[0]:.2f}")
     server.shutdown()
     server.server_close()

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from cai_dsl.run.backends.base import Backend, Generation, GenerationParams, Prompt
@@ -48,7 +48,6 @@ class WorkerStats:
     generations: int = 0
     largest_batch: int = 0
     calls: int = 0
-    sizes: list[int] = field(default_factory=list)
 
 
 class ModelWorker:
@@ -147,7 +146,6 @@ class ModelWorker:
         self.stats.batches += 1
         self.stats.generations += len(live)
         self.stats.largest_batch = max(self.stats.largest_batch, len(live))
-        self.stats.sizes.append(len(live))
         try:
             gens = self.backend.generate([j.prompt for j in live], live[0].params)
         except BaseException as exc:  # noqa: BLE001 - handed to every waiting request

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import threading
-import urllib.parse
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -148,7 +147,7 @@ def run_batch(
     results = RecordFile(output, key_field="custom_id")
     results.retain(lambda line: (line.get("response") or {}).get("status_code") == 200)  # failures are retried
     todo = [r for r in lines if not results.done(r["custom_id"])]
-    client = OpenAIBackend(_root(base_url), model="unused", api_key=api_key, timeout=timeout, max_retries=2)
+    client = OpenAIBackend(base_url, model="unused", api_key=api_key, timeout=timeout, max_retries=2)
     lock = threading.Lock()
     failed = 0
 
@@ -169,8 +168,3 @@ def run_batch(
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         list(pool.map(one, todo))
     return len(todo), failed
-
-
-def _root(base_url: str) -> str:
-    parsed = urllib.parse.urlsplit(base_url)
-    return urllib.parse.urlunsplit((parsed.scheme, parsed.netloc, parsed.path.rstrip("/") or "/v1", "", ""))
