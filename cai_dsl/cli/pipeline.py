@@ -27,6 +27,7 @@ from cai_dsl.pipeline import rlaif
 from cai_dsl.run.eval.verdict import align
 from cai_dsl.run.feedback import LabelSummary
 from cai_dsl.run.sl_gate import acceptance_rates
+from cai_dsl.run.errors import RLAIFError
 from cai_dsl.run.train.rl_stage import RLResult
 
 __all__ = ["print_effect", "register", "run_command", "run_rl_stage", "run_sl_stage"]
@@ -172,8 +173,13 @@ def _print_label_signal(s: LabelSummary) -> None:
 
 
 def _print_rl(rl: RLResult, seconds: float) -> None:
-    """PPO's reward, KL, entropy and degenerate share per step."""
+    """PPO's reward, KL, entropy and degenerate share per step (DPO: its reward margin and entropy)."""
     stopped = f", stopped early ({rl.stopped})" if rl.stopped else ""
+    if rl.algo == "dpo":
+        _say(f"[rl 3/5] DPO {rl.steps} steps: {rl.adapter} ({seconds:.0f} s)")
+        for i, (margin, ent) in enumerate(zip(rl.reward, rl.entropy), start=1):
+            _say(f"         step {i}: reward margin (chosen - rejected) {_num(margin)}, entropy {_num(ent)}")
+        return
     _say(f"[rl 3/5] {rl.algo.upper()} {rl.steps} steps, reward `{rl.reward_source}`{stopped}: {rl.adapter} ({seconds:.0f} s)")
     for i, (r, kl, ent, deg) in enumerate(zip(rl.reward, rl.kl, rl.entropy, rl.degenerate), start=1):
         _say(f"         step {i}: reward {_num(r)}, KL {_num(kl)}, entropy {_num(ent)}, degenerate {_num(deg, '.0%')}")
@@ -188,13 +194,23 @@ def _rl_stages(program, scorer, base: Path, sl_adapter: Path | None, budget: rla
     _print_label_signal(s)
 
     t = time.perf_counter()
-    pm = rlaif.rl_preference_model(program, base, labels, budget)
-    _say(f"[rl 2/5] preference model: {pm.train_pairs} train / {pm.eval_pairs} held-out pairs"
-         f"{' (reused)' if pm.reused else ''}: {pm.path} ({time.perf_counter() - t:.0f} s)")
-    _say(f"         {pm.verdict}")
-
-    t = time.perf_counter()
-    rl = rlaif.rl_ppo(program, scorer, base, labels, sl_adapter, budget, log=_say)
+    if budget.rl_algo == "dpo":
+        pairs = rlaif.rl_dpo_pairs(program, scorer, base, labels, rlaif.sl_records(base.parent))
+        c = pairs.contrast
+        _say(f"[rl 2/5] DPO pairs: {len(pairs.pairs)} = {pairs.labels} labelled with a preference + {c.revision} revision "
+             f"(revision over initial) + {c.refusal} refusal (learned refusal over initial) + {c.over_refusal} over-refusal (answer over a learned refusal) contrast pairs "
+             f"from the SL data; {c.dropped} not separated by the policy score, dropped")
+        if not pairs.pairs:
+            raise RLAIFError("no DPO pairs: the labels are all ties and the SL data has no contrast pairs")
+        t = time.perf_counter()
+        rl = rlaif.rl_dpo(program, base, pairs, sl_adapter, budget, log=_say)
+    else:
+        pm = rlaif.rl_preference_model(program, base, labels, budget)
+        _say(f"[rl 2/5] preference model: {pm.train_pairs} train / {pm.eval_pairs} held-out pairs"
+             f"{' (reused)' if pm.reused else ''}: {pm.path} ({time.perf_counter() - t:.0f} s)")
+        _say(f"         {pm.verdict}")
+        t = time.perf_counter()
+        rl = rlaif.rl_ppo(program, scorer, base, labels, sl_adapter, budget, log=_say)
     _print_rl(rl, time.perf_counter() - t)
 
     signal = s.signal.has_signal if s.signal is not None else None
@@ -278,10 +294,12 @@ def run_command(
     times["SL-CAI"] = time.perf_counter() - t
     if code != EXIT_OK:
         raise SystemExit(code)
-    print("[4] RL-CAI: labels -> preference model -> PPO -> held-out evaluation base -> SL -> RL -> report")
+    budget = rlaif.JobBudget()
+    step = ("DPO on policy-scored labels and contrast pairs" if budget.rl_algo == "dpo" else "preference model -> PPO")
+    print(f"[4] RL-CAI: labels (signal check) -> {step} -> held-out evaluation base -> SL -> RL -> report")
     adapter = out / "adapter"
     t = time.perf_counter()
-    code, effect = _rl_job(source, deployment, target, out, adapter if adapter.is_dir() else None, rlaif.JobBudget())
+    code, effect = _rl_job(source, deployment, target, out, adapter if adapter.is_dir() else None, budget)
     times["RL-CAI + evaluation"] = time.perf_counter() - t
     if effect is not None:
         times["evaluation"] = effect.seconds

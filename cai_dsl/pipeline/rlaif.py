@@ -1,15 +1,20 @@
-"""The RL-CAI stages of ``cai run``: label, train the preference model, PPO, evaluate, report.
+"""The RL-CAI stages of ``cai run``: label, then DPO (default) or the preference model and PPO, evaluate, report.
 
 Labels come from :func:`~cai_dsl.run.feedback.label_pairs` (the feedback model where it measurably has signal,
-else the policy score), PPO from :func:`~cai_dsl.run.train.rl_stage.run_rl_stage`; both use training-split
-prompts only (:func:`~cai_dsl.run.data.split_of`).
+else the policy score). The default RL step is DPO (trl) from the SL adapter on the labels that prefer a side
+plus the SL run's contrast pairs (:mod:`cai_dsl.run.train.contrast`: revision over initial on red-team prompts,
+the model's answer over a learned refusal where the policy forbids refusing), all scored by the constitution's
+policy; ``JobBudget(rl_algo="ppo")`` trains the preference model and runs our PPO instead
+(:func:`~cai_dsl.run.train.rl_stage.run_rl_stage`). Only training-split prompts are used
+(:func:`~cai_dsl.run.data.split_of`).
 
 They run after the SL-CAI stage with budgets (:class:`JobBudget`) chosen so that the whole ``cai run``
-(SL + RL + the held-out evaluation) stays under 15 minutes on 2 CPU cores with the embedded 135M-parameter
+(SL + RL + the held-out evaluation) stays near 15 minutes on 2 CPU cores with the embedded 135M-parameter
 model; the numbers measured are in ``docs/benchmarks.md``. The evaluation (:func:`rl_evaluate`) compares base,
-SL and RL on held-out prompts and judges the target (:mod:`cai_dsl.pipeline.effect`). Everything goes under ``OUT/rlaif/`` in the layout ``cai report``
-reads; every stage is resumable, so rerunning ``cai run`` after an interruption continues where it stopped.
-Each function returns its stage's result (nothing prints; ``log`` receives progress lines of long stages).
+SL and RL on held-out prompts and judges the target (:mod:`cai_dsl.pipeline.effect`). Everything goes under
+``OUT/rlaif/`` in the layout ``cai report`` reads; every stage is resumable, so rerunning ``cai run`` after an
+interruption continues where it stopped. Each function returns its stage's result (nothing prints; ``log``
+receives progress lines of long stages).
 """
 
 from __future__ import annotations
@@ -17,35 +22,51 @@ from __future__ import annotations
 import gc
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from collections.abc import Mapping, Sequence
+from typing import Any, Callable
 
 from cai_dsl.compile.ir import Program
+from cai_dsl.core.files import write_atomic
+from cai_dsl.core.records import dump_record, read_jsonl
 from cai_dsl.pipeline.effect import Effect, effect_stage
 from cai_dsl.pipeline.report import write_report
 from cai_dsl.run.eval import EvalOptions, SetLimits
-from cai_dsl.run.data import split_of
-from cai_dsl.run.feedback import LabelSummary, PromptItem, default_prompts, label_pairs
+from cai_dsl.run.data import sample_prompts
+from cai_dsl.run.feedback import LabelSummary, PromptItem, label_pairs
+from cai_dsl.run.errors import RLAIFError
+from cai_dsl.run.policy.detectors import DetectorSet
 from cai_dsl.run.policy.score import PolicyScorer
 from cai_dsl.run.prompts import PromptRenderer
+from cai_dsl.run.train.contrast import ContrastPairs, contrast_pairs
+from cai_dsl.run.train.preferences import PreferencePair
 from cai_dsl.run.train.reward_model import PMResult, load_pairs, train_preference_model
 from cai_dsl.run.train.rl_stage import RLBudget, RLResult, run_rl_stage
 
-__all__ = ["JobBudget", "Labels", "rl_evaluate", "rl_label", "rl_ppo", "rl_preference_model", "rl_report"]
+__all__ = ["DPOPairs", "JobBudget", "Labels", "rl_dpo", "rl_dpo_pairs", "rl_evaluate", "rl_label", "rl_ppo", "rl_preference_model",
+           "rl_report", "sl_records"]
 
 Log = Callable[[str], None]
+
 
 
 @dataclass(frozen=True)
 class JobBudget:
     """Sizes of the ``cai run`` RL-CAI stage and of its evaluation.
 
-    ``ppo_rollout``: rollouts (completions) per PPO step, 16 by default (the floor of a usable advantage
+    ``rl_algo``: ``dpo`` (default: trl's DPO, ``dpo_steps`` steps, on the policy-scored labels and the SL run's
+    contrast pairs, :mod:`cai_dsl.run.train.contrast`) or ``ppo`` (the preference model, then our PPO).
+    ``label_prompts``: the training prompts labelled and rolled out on (``label_helpful`` of them helpful,
+    ``label_lookalike`` benign look-alikes, the rest red team). ``ppo_rollout``: rollouts (completions) per PPO step, 16 by default (the floor of a usable advantage
     estimate); ``ppo_steps`` x ``ppo_rollout`` x ``ppo_max_new_tokens`` keeps PPO near a minute on 2 cores.
     ``eval_prompts``: held-out prompts per set (red team, benign look-alikes; None: every one), ``eval_helpful``:
     held-out helpful prompts (0: none), ``eval_compare``: prompts per set judged by the comparison program for the
     win rate (0: none), ``eval_judge``: score the independent judge questions too."""
 
-    label_prompts: int = 16
+    rl_algo: str = "dpo"
+    dpo_steps: int = 10
+    label_prompts: int = 24
+    label_helpful: float = 0.125
+    label_lookalike: float = 0.375
     label_max_new_tokens: int = 40
     pm_steps: int = 6
     ppo_steps: int = 3
@@ -80,9 +101,12 @@ class Labels:
 
 
 def rl_label(program: Program, scorer: PolicyScorer, base: Path, sl_adapter: Path | None, budget: JobBudget) -> Labels:
-    """Labels on the first ``label_prompts`` training-split prompts into ``base/preferences.jsonl``
+    """Labels on a seeded sample of ``label_prompts`` training-split prompts (red team stratified by risk, benign
+    look-alikes and helpful prompts in the budget's fractions: PPO then also rolls out where a refusal is the wrong
+    answer) into ``base/preferences.jsonl``
     (:func:`~cai_dsl.run.feedback.label_pairs`: the feedback model where it has signal, else the policy score)."""
-    prompts = [p for p in default_prompts("train") if split_of(p.id) == "train"][: budget.label_prompts]
+    prompts = sample_prompts(budget.label_prompts, seed=program.provenance.seed, helpful_fraction=budget.label_helpful,
+                             lookalike_fraction=budget.label_lookalike)
     summary = label_pairs(program, scorer, base, prompts, policy_adapter=sl_adapter, max_new_tokens=budget.label_max_new_tokens)
     return Labels(summary=summary, prompts=tuple(prompts))
 
@@ -107,6 +131,46 @@ def rl_ppo(
     return run_rl_stage(
         program, scorer, labels.prompts, "ppo", budget.rl_budget, out_dir=base, policy_adapter=sl_adapter,
         pm_dir=base / "pm", show_progress=True, log=log,
+    )
+
+
+def sl_records(out: Path) -> list[dict[str, Any]]:
+    """The SL-CAI records of the run directory ``out`` (``sl-data.jsonl``; none where the SL stage did not run)."""
+    path = out / "sl-data.jsonl"
+    return read_jsonl(path, error=RLAIFError).records if path.is_file() else []
+
+
+@dataclass(frozen=True)
+class DPOPairs:
+    """The DPO data of ``cai run``: the labelled pairs with a preference, and the SL run's contrast pairs."""
+
+    labels: int
+    contrast: ContrastPairs
+    pairs: tuple[PreferencePair, ...]
+
+
+def rl_dpo_pairs(
+    program: Program, scorer: PolicyScorer, base: Path, labels: Labels, sl_records: Sequence[Mapping[str, Any]]
+) -> DPOPairs:
+    """The labels that prefer a side (ties and no-signal labels dropped) plus the contrast pairs of the SL
+    records (revision over initial; answer over a learned refusal where the policy forbids refusing), also
+    written to ``base/dpo-pairs.jsonl`` (what DPO trains on, one pair per line)."""
+    labelled = [p for p in load_pairs(labels.summary.path) if p.probability != 0.5 and p.chosen != p.rejected]
+    contrast = contrast_pairs(sl_records, scorer, DetectorSet.from_program(program), seed=program.provenance.seed)
+    pairs = tuple(labelled) + contrast.pairs
+    write_atomic(base / "dpo-pairs.jsonl", "".join(dump_record({
+        "id": p.id, "origin": p.origin or "label", "source": p.source, "probability": p.probability,
+        "prompt": p.conversation, "chosen": p.chosen, "rejected": p.rejected}) for p in pairs))
+    return DPOPairs(labels=len(labelled), contrast=contrast, pairs=pairs)
+
+
+def rl_dpo(program: Program, base: Path, pairs: DPOPairs, sl_adapter: Path | None, budget: JobBudget,
+           log: Log | None = None) -> RLResult:
+    """DPO (trl) from the SL adapter on ``pairs`` into ``base/dpo`` (the SL model is the reference; resumable)."""
+    gc.collect()
+    return run_rl_stage(
+        program, None, (), "dpo", RLBudget(steps=budget.dpo_steps), out_dir=base, policy_adapter=sl_adapter,
+        pairs=list(pairs.pairs), show_progress=True, log=log,
     )
 
 

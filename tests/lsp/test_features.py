@@ -173,7 +173,7 @@ def test_hover_on_principle_behavior_facet_value_group_deployment(server):
     assert "when `risk >= high or intent == malicious`" in text
     assert "forbid `detailed_instructions`" in text and "in deployments: `base`, `harmlessness_first`" in text
     assert "authority in `base`: outranks `help.goals`; outranked by none" in text
-    assert "authority in `helpfulness_first`: outranks none; outranked by `help.benefit_of_doubt`" in text
+    assert "authority in `helpfulness_first`: outranks none; outranked by `help.answer_benign`, `help.benefit_of_doubt`" in text
     text = hover("forbid detailed_instructions", len("forbid "))
     assert "**behavior** `detailed_instructions`" in text and "exclusive with `partial_answer`, `refuse`" in text
     declared = _line(VOCAB.read_text(), "behavior detailed_instructions ") + 1
