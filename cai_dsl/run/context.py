@@ -208,6 +208,8 @@ def quiet_transformers() -> Iterator[None]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
+            # peft, saving a LoRA adapter of a model loaded from our cache: LoRA never trains the embeddings
+            warnings.filterwarnings("ignore", message="Could not find a config file in", category=UserWarning)
             yield
     finally:
         hf_logging.set_verbosity(level)

@@ -33,7 +33,9 @@ from cai_dsl.core.hashing import changed_inputs, jsonable, sha256_text
 from cai_dsl.run.context import ModelPool, check_adapter_dir, quiet_transformers
 from cai_dsl.run.errors import RLAIFError
 from cai_dsl.run.prompts import PromptRenderer
-from cai_dsl.run.train.job import adapter_fingerprint, quiet_trainer, trainable_policy, trainer_progress, write_adapter_manifest
+from cai_dsl.run.train.job import (
+    adapter_fingerprint, quiet_trainer, stable_adapter_config, trainable_policy, trainer_progress, write_adapter_manifest,
+)
 
 __all__ = ["DPOResult", "dpo_rows", "run_dpo"]
 
@@ -163,7 +165,8 @@ def run_dpo(
             log(f"DPO on {len(rows)} pairs (beta {args.beta}); reference: {ref}" + (" (resuming)" if resume else ""))
         trainer.train(resume_from_checkpoint=True if resume else None)
     with publish_dir(out / "policy") as tmp:
-        trainer.model.save_pretrained(str(tmp), selected_adapters=["default"])
+        trainer.model.save_pretrained(str(tmp), selected_adapters=["default"], save_embedding_layers=False)
+        stable_adapter_config(tmp)
         write_adapter_manifest(tmp, program, "dpo", policy_adapter)
     history = [h for h in trainer.state.log_history if "loss" in h]
     write_json_atomic(out / "summary.json", {

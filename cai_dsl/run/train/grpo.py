@@ -224,7 +224,7 @@ def run_grpo(
     steps = int(trainer.state.global_step)
     manifest = {**adapter_manifest(program, "grpo", policy_adapter), "settings": asdict(settings)}
     trained = trainer.model
-    publish_adapter(out / "policy", lambda tmp: trained.save_pretrained(str(tmp), selected_adapters=["default"]),
+    publish_adapter(out / "policy", lambda tmp: trained.save_pretrained(str(tmp), selected_adapters=["default"], save_embedding_layers=False),
                     manifest, _card(program, settings, steps, len(prompts)))
     write_json_atomic(out / "summary.json", {"steps": steps, "prompts": len(prompts), "settings": asdict(settings),
                                              "policy_adapter": str(policy_adapter) if policy_adapter else None,

@@ -32,6 +32,7 @@ __all__ = [
     "lora_config",
     "publish_adapter",
     "quiet_trainer",
+    "stable_adapter_config",
     "trainer_progress",
     "write_adapter_manifest",
 ]
@@ -69,6 +70,19 @@ def write_adapter_manifest(directory: Path, program: Any, stage: str, source_ada
     write_json_atomic(Path(directory) / ADAPTER_MANIFEST, adapter_manifest(program, stage, source_adapter))
 
 
+def stable_adapter_config(directory: Path, **updates: Any) -> None:
+    """Rewrite ``directory/adapter_config.json`` (if any) with ``updates`` and byte-stable: peft keeps
+    ``target_modules`` as a set, so its saved order changes with the process's string-hash seed."""
+    path = Path(directory) / "adapter_config.json"
+    if not path.is_file():
+        return
+    config = {**json.loads(path.read_text(encoding="utf-8")), **updates}
+    for key in ("target_modules", "modules_to_save"):
+        if isinstance(config.get(key), list):
+            config[key] = sorted(config[key])
+    write_atomic(path, json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
 def publish_adapter(
     final: Path, save: Callable[[Path], None], manifest: Mapping[str, Any], card: str | None = None
 ) -> Path:
@@ -78,11 +92,10 @@ def publish_adapter(
 
     with publish_dir(final) as tmp:
         save(tmp)
-        config_path = tmp / "adapter_config.json"
-        if config_path.is_file() and manifest.get("base_model"):
-            config = json.loads(config_path.read_text(encoding="utf-8"))
-            config["base_model_name_or_path"] = manifest["base_model"]  # a spec, not a cache path
-            write_atomic(config_path, json.dumps(config, indent=2, sort_keys=True) + "\n")
+        if manifest.get("base_model"):
+            stable_adapter_config(tmp, base_model_name_or_path=manifest["base_model"])  # a spec, not a cache path
+        else:
+            stable_adapter_config(tmp)
         (tmp / "training_args.bin").unlink(missing_ok=True)
         write_json_atomic(tmp / ADAPTER_MANIFEST, dict(manifest))
         if card is not None:

@@ -40,6 +40,7 @@ from typing import Any
 from cai_dsl.core.files import publish_dir
 from cai_dsl.run.policy.quality import check_quality
 from cai_dsl.run.train.ppo_losses import RunningMoments, compute_gae, kl_penalized_rewards, masked_mean, ppo_loss, whiten
+from cai_dsl.run.train.job import stable_adapter_config
 
 __all__ = ["PPOConfig", "PPOTrainerLite"]
 
@@ -340,7 +341,8 @@ class PPOTrainerLite:
         directory.mkdir(parents=True, exist_ok=True)
         config = self.model.peft_config["policy"]
         config.save_pretrained(str(directory))
-        state = get_peft_model_state_dict(self.model, adapter_name="policy")
+        stable_adapter_config(directory)
+        state = get_peft_model_state_dict(self.model, adapter_name="policy", save_embedding_layers=False)  # LoRA never trains embeddings
         save_file({k: v.detach().contiguous() for k, v in state.items()}, str(directory / "adapter_model.safetensors"))
 
     def save_checkpoint(self, directory: Path, step: int, fingerprint: dict, stopped: str | None = None) -> None:

@@ -47,7 +47,7 @@ from cai_dsl.core.files import replace_dir
 from cai_dsl.compile.targets import RewardModelParams
 from cai_dsl.run.context import ExecutionContext
 from cai_dsl.run.prompts import PromptRenderer
-from cai_dsl.run.train.job import lora_config, quiet_trainer, trainer_progress
+from cai_dsl.run.train.job import lora_config, quiet_trainer, stable_adapter_config, trainer_progress
 from cai_dsl.run.train.preferences import PreferencePair, load_pairs, mix_pairs, parse_pair, parse_transcript
 from cai_dsl.run.feedback import RLAIFError, quiet_transformers, split_of
 
@@ -406,7 +406,7 @@ def train_preference_model(
         pm.eval()
         figures = _held_out(pm, tokenizer, held, max_len, batch, renderer)
         # export: LoRA weights as a causal-LM adapter + the score head
-        state = get_peft_model_state_dict(pm)
+        state = get_peft_model_state_dict(pm, save_embedding_layers=False)  # LoRA never trains embeddings
         head = {k: v for k, v in state.items() if ".score." in k or k.endswith("score.weight")}
         lora = {k: v.detach().contiguous() for k, v in state.items() if k not in head}
         if len(head) != 1:
@@ -414,10 +414,7 @@ def train_preference_model(
         final = tmp_root / "pm"
         final.mkdir()
         lora_config(params.lora, "CAUSAL_LM").save_pretrained(str(final))
-        cfg_path = final / "adapter_config.json"
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-        cfg["base_model_name_or_path"] = str(base_dir)
-        cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        stable_adapter_config(final, base_model_name_or_path=str(base_dir))
         save_file(lora, str(final / "adapter_model.safetensors"))
         save_file({"weight": next(iter(head.values())).detach().contiguous()}, str(final / HEAD_FILE))
         result = PMResult(out, len(train), len(held), sum(p.source == "human" for p in usable), figures.accuracy,
