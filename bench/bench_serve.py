@@ -41,7 +41,7 @@ def main() -> None:
 
     torch.set_num_threads(os.cpu_count() or 1)
     backend = TransformersBackend(args.model, batch_size=args.clients)
-    server = make_server(backend, limits=ServeLimits(max_batch=args.clients, batch_window_s=0.02))
+    server = make_server(backend, limits=ServeLimits(max_batch=args.clients))  # the server's default window
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     client = openai.OpenAI(base_url=server.url, api_key="unused", timeout=600, max_retries=0)

@@ -110,7 +110,8 @@ class CAIServer(ThreadingHTTPServer):
         self.model_name = model_name or _default_model_name(backend)
         self.api_key = api_key
         self.verbose = verbose
-        self.worker = ModelWorker(backend, max_batch=self.limits.max_batch, window_s=self.limits.batch_window_s)
+        self.worker = ModelWorker(backend, max_batch=self.limits.max_batch, window_s=self.limits.batch_window_s,
+                                  max_wait_s=self.limits.batch_max_wait_s)
         self.names = {self.model_name, str(getattr(backend, "name", self.model_name))}
         super().__init__(address, _Handler)
 

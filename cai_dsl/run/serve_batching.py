@@ -3,9 +3,11 @@ with equal decoding parameters are run as one batch (micro-batching).
 
 A request thread calls :meth:`ModelWorker.generate` (batchable) or :meth:`ModelWorker.call` (anything else
 that touches the backend: log-probs, the answer transform, raw-text completions) and waits for its result.
-The worker takes the oldest job; for a generation it then collects, for up to ``window_s`` seconds, further
-generations with the same :class:`~cai_dsl.run.backends.base.GenerationParams` (up to ``max_batch``) and runs
-them in one ``backend.generate`` call. While a batch runs, new requests queue, so under load each batch takes
+The worker takes the oldest job; for a generation it then collects further generations with the same
+:class:`~cai_dsl.run.backends.base.GenerationParams` (up to ``max_batch``) until none has arrived for
+``window_s`` seconds (a burst of concurrent clients, whose requests land over tens of milliseconds, becomes one
+batch, while a lone request waits only ``window_s``), at most ``max_wait_s`` after the first, and runs them in
+one ``backend.generate`` call. While a batch runs, new requests queue, so under load each batch takes
 everything that arrived meanwhile. Jobs it passes over keep their order.
 
 Greedy answers do not depend on the batch they ran in (beyond float noise); a sampled request with an explicit
@@ -53,14 +55,15 @@ class WorkerStats:
 class ModelWorker:
     """The thread that runs every call on ``backend`` (module docstring)."""
 
-    def __init__(self, backend: Backend, *, max_batch: int = 16, window_s: float = 0.01):
+    def __init__(self, backend: Backend, *, max_batch: int = 16, window_s: float = 0.01, max_wait_s: float | None = None):
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
-        if window_s < 0:
-            raise ValueError("window_s must be >= 0")
+        if window_s < 0 or (max_wait_s is not None and max_wait_s < 0):
+            raise ValueError("window_s and max_wait_s must be >= 0")
         self.backend = backend
         self.max_batch = max_batch
         self.window_s = window_s
+        self.max_wait_s = window_s if max_wait_s is None else max(window_s, max_wait_s)
         self.stats = WorkerStats()
         self._queue: collections.deque[_Job] = collections.deque()
         self._ready = threading.Condition()
@@ -107,9 +110,13 @@ class ModelWorker:
             if not first.batchable:
                 return [first]
             batch = [first]
-            deadline = time.monotonic() + self.window_s
+            start = time.monotonic()
+            cap, deadline = start + self.max_wait_s, start + self.window_s
             while len(batch) < self.max_batch:
-                batch.extend(self._matching(first.params, self.max_batch - len(batch)))
+                arrived = self._matching(first.params, self.max_batch - len(batch))
+                if arrived:  # still arriving: wait for a quiet window again (never past the cap)
+                    batch.extend(arrived)
+                    deadline = min(cap, time.monotonic() + self.window_s)
                 left = deadline - time.monotonic()
                 if len(batch) >= self.max_batch or left <= 0 or self._closed:
                     break

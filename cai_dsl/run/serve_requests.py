@@ -31,7 +31,8 @@ __all__ = [
 class ServeLimits:
     """The bounds of one server: body size (checked from ``Content-Length`` before reading), ``max_tokens``,
     prompts per ``/v1/completions`` request, ``top_logprobs``, the socket timeout in seconds, and micro-batching:
-    at most ``max_batch`` concurrent chat completions per batch, collected for ``batch_window_s`` seconds."""
+    at most ``max_batch`` concurrent chat completions per batch, collected until no new one has arrived for
+    ``batch_window_s`` seconds, and for at most ``batch_max_wait_s`` after the first."""
 
     max_body_bytes: int = 1 << 20
     max_tokens: int = 4096
@@ -40,10 +41,11 @@ class ServeLimits:
     timeout_s: float = 30.0
     max_batch: int = 16
     batch_window_s: float = 0.01
+    batch_max_wait_s: float = 0.25
 
     def __post_init__(self) -> None:
-        if self.batch_window_s < 0:
-            raise ValueError("batch_window_s must be >= 0")
+        if self.batch_window_s < 0 or self.batch_max_wait_s < 0:
+            raise ValueError("batch_window_s and batch_max_wait_s must be >= 0")
         for name in ("max_body_bytes", "max_tokens", "max_prompts", "max_top_logprobs", "max_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")

@@ -126,3 +126,41 @@ def test_openai_clients_get_the_same_answers_batched_as_one_at_a_time(tiny_backe
         server.shutdown()
         server.server_close()
         thread.join(10)
+
+
+class RecordingBackend:
+    name = "recording"
+
+    def __init__(self):
+        self.batches: list[int] = []
+
+    def generate(self, prompts, params=None):
+        self.batches.append(len(prompts))
+        return [Generation(p.messages[-1].content, 1, 1, "stop") for p in prompts]
+
+
+def _staggered(worker: ModelWorker, n: int, gap_s: float) -> None:
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        futures = []
+        for i in range(n):
+            futures.append(pool.submit(worker.generate, Prompt.user(f"q{i}"), GREEDY))
+            threading.Event().wait(gap_s)
+        assert [f.result().text for f in futures] == [f"q{i}" for i in range(n)]
+
+
+def test_a_burst_spread_over_more_than_the_window_is_still_one_batch():
+    """Requests keep arriving within the window of the previous one: the batch waits for a quiet window, so
+    clients whose requests land over tens of milliseconds share one batch (bench_serve: 2 batches -> 1)."""
+    backend = RecordingBackend()
+    worker = ModelWorker(backend, max_batch=16, window_s=0.2, max_wait_s=5.0)
+    _staggered(worker, 6, 0.05)  # 0.25 s from first to last, each 0.05 s after the previous
+    worker.close()
+    assert backend.batches == [6]
+
+
+def test_the_batch_never_waits_past_max_wait():
+    backend = RecordingBackend()
+    worker = ModelWorker(backend, max_batch=16, window_s=0.2, max_wait_s=0.2)
+    _staggered(worker, 6, 0.1)  # 0.5 s of arrivals: more than one batch
+    worker.close()
+    assert sum(backend.batches) == 6 and len(backend.batches) >= 2
