@@ -183,7 +183,7 @@ def test_near_duplicate_copies_get_one_warning_each_not_one_per_pair(tmp_path):
     assert [r.span.line for r in last.related] == [position(text, f"c.p{i}")[0] for i in range(4)]
 
 
-def test_near_duplicate_prefix_filter_is_exact(tmp_path):
+def test_near_duplicate_prefix_filter_is_exact(tmp_path, monkeypatch):
     """The prefix-filtered search finds exactly the pairs a brute-force comparison finds."""
     import random
 
@@ -201,7 +201,9 @@ def test_near_duplicate_prefix_filter_is_exact(tmp_path):
     path = tmp_path / "r.const"
     path.write_text(PRELUDE + body + "\ndeployment d { include * }\n", encoding="utf-8")
     ps = list(resolve(path).deployments["d"].principles)
-    fast = {(a.id.name, b.id.name) for a, b, _ in near_duplicates(ps)}
+    pairs, cut = near_duplicates(ps)
+    assert cut is None
+    fast = {(a.id.name, b.id.name) for a, b, _ in pairs}
     brute = {
         (a.id.name, b.id.name)
         for i, b in enumerate(ps)
@@ -209,6 +211,17 @@ def test_near_duplicate_prefix_filter_is_exact(tmp_path):
         if jaccard(shingles(a), shingles(b)) >= NEAR_DUPLICATE_THRESHOLD
     }
     assert fast == brute and brute
+
+    # a budget of comparisons: the pairs found before it ran out, and where it stopped (named in a warning)
+    few, cut = near_duplicates(ps, budget=20)
+    assert cut is not None and set((a.id.name, b.id.name) for a, b, _ in few) <= brute
+    checked, total, first = cut
+    assert 0 < checked < total == len(ps) and first is ps[checked]
+    import cai_dsl.check.operational.near_duplicate as nd
+
+    monkeypatch.setattr(nd, "MAX_COMPARISONS", 20)
+    stopped = [d for d in nd.check_principles(ps, {}) if "near-duplicate check stopped" in d.message]
+    assert len(stopped) == 1 and f"`{first.id.name}`" in stopped[0].message
 
 
 def test_near_duplicate_page_example_is_accurate(tmp_path):

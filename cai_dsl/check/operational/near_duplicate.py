@@ -7,7 +7,8 @@ words only: :func:`~cai_dsl.check.operational.lexicon.tokenize`); a one-word tex
 its one word. Two principles are near-duplicates when the Jaccard similarity of their
 shingle sets is at least ``NEAR_DUPLICATE_THRESHOLD``. Candidates come from a prefix
 filter (rarest shingles first), so the check stays near-linear on large files and is
-exact: every pair over the threshold is found. The finding is reported once per later
+exact: every pair over the threshold is found, within a budget of comparisons (``MAX_COMPARISONS``; past it a
+warning names the first principle not compared). The finding is reported once per later
 principle, against its closest earlier twin (the next ones as related locations, at most
 ``MAX_RELATED``), so a file of n copies gets n - 1 warnings, not n(n - 1)/2.
 """
@@ -43,23 +44,40 @@ def shingles(p: ast.Principle) -> frozenset[tuple[str, str, str]]:
 
 
 def jaccard(a: frozenset, b: frozenset) -> float:
-    return len(a & b) / len(a | b) if a or b else 0.0
+    if not (a or b):
+        return 0.0
+    common = len(a & b)
+    return common / (len(a) + len(b) - common)
 
 
-def near_duplicates(principles: Iterable[ast.Principle]) -> list[tuple[ast.Principle, ast.Principle, float]]:
-    """Every pair (earlier, later) at or above the threshold, in source order of the later one."""
-    items = [(p, shingles(p)) for p in principles]
+#: The most shingle-set comparisons one check makes: a file of thousands of templated principles (all of them
+#: candidates of each other) would otherwise take minutes; past it the rest is not checked, and a warning says so.
+MAX_COMPARISONS = 1_000_000
+
+
+def near_duplicates(
+    principles: Iterable[ast.Principle], budget: int | None = None
+) -> tuple[list[tuple[ast.Principle, ast.Principle, float]], tuple[int, int, ast.Principle] | None]:
+    """Every pair (earlier, later) at or above the threshold, in source order of the later one, and, when the
+    ``budget`` of comparisons ran out, (principles checked, principles in all, the first one not checked)."""
+    budget = MAX_COMPARISONS if budget is None else budget
+    vocabulary: dict[tuple, int] = {}
+    items = [(p, frozenset(vocabulary.setdefault(sh, len(vocabulary)) for sh in shingles(p))) for p in principles]
     items = [(p, s) for p, s in items if s]
     frequency: dict[tuple, int] = defaultdict(int)
     for _, s in items:
         for sh in s:
             frequency[sh] += 1
-    index: dict[tuple, list[int]] = defaultdict(list)
+    index: dict[int, list[int]] = defaultdict(list)
     out = []
+    compared = 0
     for i, (p, s) in enumerate(items):
         ordered = sorted(s, key=lambda sh: (frequency[sh], sh))
         prefix = ordered[: len(ordered) - math.ceil(NEAR_DUPLICATE_THRESHOLD * len(ordered)) + 1]
         candidates = sorted({j for sh in prefix for j in index[sh]})
+        compared += len(candidates)
+        if compared > budget:
+            return out, (i, len(items), p)
         for j in candidates:
             other, other_s = items[j]
             score = jaccard(s, other_s)
@@ -67,7 +85,7 @@ def near_duplicates(principles: Iterable[ast.Principle]) -> list[tuple[ast.Princ
                 out.append((other, p, score))
         for sh in prefix:
             index[sh].append(i)
-    return out
+    return out, None
 
 
 def _finding(later: ast.Principle, twins: list[tuple[ast.Principle, float]], where: dict) -> Diagnostic:
@@ -94,10 +112,21 @@ def _finding(later: ast.Principle, twins: list[tuple[ast.Principle, float]], whe
 def check_principles(principles: Iterable[ast.Principle], where: dict) -> list[Diagnostic]:
     """One CAI312 per principle with an earlier near-duplicate, in source order of the later one."""
     twins: dict[str, tuple[ast.Principle, list[tuple[ast.Principle, float]]]] = {}
-    for earlier, later, score in near_duplicates(principles):
+    pairs, cut = near_duplicates(principles)
+    for earlier, later, score in pairs:
         twins.setdefault(later.id.name, (later, []))[1].append((earlier, score))
     out = []
     for later, found in twins.values():
         order = {id(p): i for i, (p, _) in enumerate(found)}  # source order breaks ties
         out.append(_finding(later, sorted(found, key=lambda t: (-t[1], order[id(t[0])])), where))
+    if cut is not None:
+        checked, total, first = cut
+        out.append(RULE(
+            f"near-duplicate check stopped after {MAX_COMPARISONS:,} comparisons: {checked:,} of {total:,} principles "
+            f"checked; `{first.id.name}` and the {total - checked - 1:,} after it were not compared",
+            first.id.span,
+            help="so many principles share most of their wording that every one is a candidate twin of every other; "
+                 "write their prompts as distinct criteria, or split the file",
+            **where,
+        ))
     return out
