@@ -19,10 +19,13 @@ must call the backend directly, never this server over HTTP.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import ipaddress
 import json
+import socket
 import sys
+import threading
 import time
 import traceback
 import uuid
@@ -113,11 +116,29 @@ class CAIServer(ThreadingHTTPServer):
         self.worker = ModelWorker(backend, max_batch=self.limits.max_batch, window_s=self.limits.batch_window_s,
                                   max_wait_s=self.limits.batch_max_wait_s)
         self.names = {self.model_name, str(getattr(backend, "name", self.model_name))}
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
         super().__init__(address, _Handler)
 
+    def process_request(self, request, client_address) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
     def server_close(self) -> None:
-        """Close the socket and stop the model worker (after the jobs it holds)."""
+        """Close the socket, end the connections still open (idle keep-alive clients: their handler threads
+        would outlive the server, and a process exiting with them aborted), stop the model worker."""
         super().server_close()
+        with self._connections_lock:
+            open_now = list(self._connections)
+        for conn in open_now:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
         self.worker.close()
 
     @property

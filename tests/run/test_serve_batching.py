@@ -106,8 +106,8 @@ def test_openai_clients_get_the_same_answers_batched_as_one_at_a_time(tiny_backe
     server = make_server(tiny_backend, "127.0.0.1", 0, limits=ServeLimits(max_batch=16, batch_window_s=0.05))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    client = openai.OpenAI(base_url=server.url, api_key="unused", timeout=120, max_retries=0)
     try:
-        client = openai.OpenAI(base_url=server.url, api_key="unused", timeout=120, max_retries=0)
         questions = [f"Question {i}: what is {i} plus {i}?" for i in range(16)]
 
         def ask(q: str) -> str:
@@ -164,3 +164,28 @@ def test_the_batch_never_waits_past_max_wait():
     _staggered(worker, 6, 0.1)  # 0.5 s of arrivals: more than one batch
     worker.close()
     assert sum(backend.batches) == 6 and len(backend.batches) >= 2
+
+
+def test_closing_the_server_ends_idle_keep_alive_connections():
+    """An idle keep-alive client must not keep a handler thread alive past server_close (a process exiting with
+    such threads aborted: exit 134 instead of its own code)."""
+    import http.client
+    import json as _json
+
+    server = make_server(RecordingBackend(), "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    host, port = server.server_address[:2]
+    conn = http.client.HTTPConnection(host, port, timeout=10)
+    body = _json.dumps({"model": server.model_name, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+    conn.request("POST", "/v1/chat/completions", body=body, headers={"Content-Type": "application/json"})
+    assert conn.getresponse().read()  # the connection stays open (HTTP/1.1 keep-alive)
+    handlers = [t for t in threading.enumerate() if "process_request" in t.name]
+    assert handlers
+    server.shutdown()
+    server.server_close()
+    for t in handlers:
+        t.join(5)
+    assert not any(t.is_alive() for t in handlers)
+    conn.close()
+    thread.join(5)
