@@ -15,9 +15,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from gen_constitution import generate  # noqa: E402
 
-from cai_dsl.check.checker import check  # noqa: E402
 import lark  # noqa: E402
 
+from cai_dsl.check.checker import check  # noqa: E402
 from cai_dsl.lang.grammar import grammar_text  # noqa: E402
 from cai_dsl.lang.parser import lark_parser, parse_text  # noqa: E402
 from cai_dsl.lang.resolver import resolve  # noqa: E402

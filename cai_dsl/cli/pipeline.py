@@ -27,7 +27,6 @@ from cai_dsl.pipeline import rlaif
 from cai_dsl.run.eval.verdict import align
 from cai_dsl.run.feedback import LabelSummary
 from cai_dsl.run.sl_gate import acceptance_rates
-from cai_dsl.run.errors import RLAIFError
 from cai_dsl.run.train.rl_stage import RLResult
 
 __all__ = ["print_effect", "register", "run_command", "run_rl_stage", "run_sl_stage"]
@@ -198,10 +197,9 @@ def _rl_stages(program, scorer, base: Path, sl_adapter: Path | None, budget: rla
         pairs = rlaif.rl_dpo_pairs(program, scorer, base, labels, rlaif.sl_records(base.parent))
         c = pairs.contrast
         _say(f"[rl 2/5] DPO pairs: {len(pairs.pairs)} = {pairs.labels} labelled with a preference + {c.revision} revision "
-             f"(revision over initial) + {c.refusal} refusal (learned refusal over initial) + {c.over_refusal} over-refusal (answer over a learned refusal) contrast pairs "
-             f"from the SL data; {c.dropped} not separated by the policy score, dropped")
-        if not pairs.pairs:
-            raise RLAIFError("no DPO pairs: the labels are all ties and the SL data has no contrast pairs")
+             f"(revision over initial) + {c.refusal} refusal (learned refusal over initial) + {c.over_refusal} "
+             f"over-refusal (answer over a learned refusal) contrast pairs from the SL data; "
+             f"{c.dropped} not separated by the policy score, dropped")
         t = time.perf_counter()
         rl = rlaif.rl_dpo(program, base, pairs, sl_adapter, budget, log=_say)
     else:

@@ -2,8 +2,9 @@
 
 Labels come from :func:`~cai_dsl.run.feedback.label_pairs` (the feedback model where it measurably has signal,
 else the policy score). The default RL step is DPO (trl) from the SL adapter on the labels that prefer a side
-plus the SL run's contrast pairs (:mod:`cai_dsl.run.train.contrast`: revision over initial on red-team prompts,
-the model's answer over a learned refusal where the policy forbids refusing), all scored by the constitution's
+plus the SL run's contrast pairs (:mod:`cai_dsl.run.train.contrast`: revision over initial and a learned
+refusal over a harmful initial answer on red-team prompts, the model's answer over a learned refusal where the
+policy forbids refusing), all scored by the constitution's
 policy; ``JobBudget(rl_algo="ppo")`` trains the preference model and runs our PPO instead
 (:func:`~cai_dsl.run.train.rl_stage.run_rl_stage`). Only training-split prompts are used
 (:func:`~cai_dsl.run.data.split_of`).
@@ -20,9 +21,9 @@ receives progress lines of long stages).
 from __future__ import annotations
 
 import gc
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Mapping, Sequence
 from typing import Any, Callable
 
 from cai_dsl.compile.ir import Program
@@ -48,16 +49,15 @@ __all__ = ["DPOPairs", "JobBudget", "Labels", "rl_dpo", "rl_dpo_pairs", "rl_eval
 Log = Callable[[str], None]
 
 
-
 @dataclass(frozen=True)
 class JobBudget:
     """Sizes of the ``cai run`` RL-CAI stage and of its evaluation.
 
     ``rl_algo``: ``dpo`` (default: trl's DPO, ``dpo_steps`` steps, on the policy-scored labels and the SL run's
     contrast pairs, :mod:`cai_dsl.run.train.contrast`) or ``ppo`` (the preference model, then our PPO).
-    ``label_prompts``: the training prompts labelled and rolled out on (``label_helpful`` of them helpful,
-    ``label_lookalike`` benign look-alikes, the rest red team). ``ppo_rollout``: rollouts (completions) per PPO step, 16 by default (the floor of a usable advantage
-    estimate); ``ppo_steps`` x ``ppo_rollout`` x ``ppo_max_new_tokens`` keeps PPO near a minute on 2 cores.
+    ``label_prompts``: the training prompts labelled (and PPO's rollout prompts; ``label_helpful`` of them
+    helpful, ``label_lookalike`` benign look-alikes, the rest red team). ``ppo_rollout``: rollouts (completions)
+    per PPO step, 16 by default (the floor of a usable advantage estimate); ``ppo_steps`` x ``ppo_rollout`` x ``ppo_max_new_tokens`` keeps PPO near a minute on 2 cores.
     ``eval_prompts``: held-out prompts per set (red team, benign look-alikes; None: every one), ``eval_helpful``:
     held-out helpful prompts (0: none), ``eval_compare``: prompts per set judged by the comparison program for the
     win rate (0: none), ``eval_judge``: score the independent judge questions too."""
@@ -102,8 +102,8 @@ class Labels:
 
 def rl_label(program: Program, scorer: PolicyScorer, base: Path, sl_adapter: Path | None, budget: JobBudget) -> Labels:
     """Labels on a seeded sample of ``label_prompts`` training-split prompts (red team stratified by risk, benign
-    look-alikes and helpful prompts in the budget's fractions: PPO then also rolls out where a refusal is the wrong
-    answer) into ``base/preferences.jsonl``
+    look-alikes and helpful prompts in the budget's fractions: PPO, when chosen, also rolls out where a refusal is
+    the wrong answer) into ``base/preferences.jsonl``
     (:func:`~cai_dsl.run.feedback.label_pairs`: the feedback model where it has signal, else the policy score)."""
     prompts = sample_prompts(budget.label_prompts, seed=program.provenance.seed, helpful_fraction=budget.label_helpful,
                              lookalike_fraction=budget.label_lookalike)
@@ -153,7 +153,8 @@ def rl_dpo_pairs(
     program: Program, scorer: PolicyScorer, base: Path, labels: Labels, sl_records: Sequence[Mapping[str, Any]]
 ) -> DPOPairs:
     """The labels that prefer a side (ties and no-signal labels dropped) plus the contrast pairs of the SL
-    records (revision over initial; answer over a learned refusal where the policy forbids refusing), also
+    records (:func:`~cai_dsl.run.train.contrast.contrast_pairs`: revision over initial, a learned refusal over a
+    harmful initial answer, the model's answer over a learned refusal where refusing is forbidden), also
     written to ``base/dpo-pairs.jsonl`` (what DPO trains on, one pair per line)."""
     labelled = [p for p in load_pairs(labels.summary.path) if p.probability != 0.5 and p.chosen != p.rejected]
     contrast = contrast_pairs(sl_records, scorer, DetectorSet.from_program(program), seed=program.provenance.seed)

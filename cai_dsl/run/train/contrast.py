@@ -1,6 +1,6 @@
 """Contrast pairs from SL-CAI records, labelled by the policy score: DPO data that needs no feedback model.
 
-Three kinds, all from a finished SL-CAI run (``sl-data.jsonl``) and both kept only where the policy score
+Three kinds, all from a finished SL-CAI run (``sl-data.jsonl``) and each kept only where the policy score
 (:class:`~cai_dsl.run.policy.score.PolicyScorer`, markers detectors) of the chosen response in the record's
 scenario is strictly higher than that of the rejected one:
 
@@ -13,7 +13,8 @@ scenario is strictly higher than that of the rejected one:
   policy forbids refusing there (e.g. ``help.answer_benign``), so the pair says "answer, do not refuse" in
   exactly the scenarios where the SL stage learned to refuse too broadly.
 
-Only records whose target passed the SL gate's target check are used; held-out prompts never reach SL data.
+Chosen targets are only ever SFT targets that passed the SL gate's target check (a refusal pair's rejected side is
+an initial answer whose target failed it); held-out prompts never reach SL data.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def contrast_pairs(
     records: Iterable[Mapping[str, Any]], scorer: PolicyScorer, detectors: DetectorSet, *, seed: int = 0,
     exclude_ids: Sequence[str] = (), balance: bool = True,
 ) -> ContrastPairs:
-    """Revision and over-refusal pairs of ``records`` (see the module docstring), in record order;
+    """Revision, refusal and over-refusal pairs of ``records`` (see the module docstring), in record order;
     ``exclude_ids`` (e.g. the SL stage's held-out records) are left out. ``balance``: at most as many
     over-refusal pairs as revision and refusal pairs together (a seeded choice), so that DPO does not trade the SL
     stage's refusals of harmful requests for fewer over-refusals."""

@@ -92,10 +92,8 @@ def publish_adapter(
 
     with publish_dir(final) as tmp:
         save(tmp)
-        if manifest.get("base_model"):
-            stable_adapter_config(tmp, base_model_name_or_path=manifest["base_model"])  # a spec, not a cache path
-        else:
-            stable_adapter_config(tmp)
+        base = {"base_model_name_or_path": manifest["base_model"]} if manifest.get("base_model") else {}  # a spec, not a cache path
+        stable_adapter_config(tmp, **base)
         (tmp / "training_args.bin").unlink(missing_ok=True)
         write_json_atomic(tmp / ADAPTER_MANIFEST, dict(manifest))
         if card is not None:

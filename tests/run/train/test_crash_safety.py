@@ -90,14 +90,16 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_artifacts(stage, tmp_path, wo
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     for out in (reference, killed):
         _prepare(stage, out, work, tiny_model_dir)
-    torch_threads = __import__("torch").get_num_threads()
-    __import__("torch").set_num_threads(1)  # the subprocess runs with one thread: the same kernels, the same sums
+    import torch
+
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the subprocess runs with one thread: the same kernels, the same sums
     try:
         started = time.perf_counter()
         run_stage(stage, work, reference)
         train_time = time.perf_counter() - started
     finally:
-        __import__("torch").set_num_threads(torch_threads)
+        torch.set_num_threads(torch_threads)
 
     proc = _driver(stage, work, killed)
     deadline = time.monotonic() + 180
@@ -119,8 +121,6 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_artifacts(stage, tmp_path, wo
     rerun = _driver(stage, work, killed)
     _, err = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, err[-3000:]
-
-    import torch
 
     a, b = _tensors(reference / ARTIFACT[stage]), _tensors(final)
     assert a.keys() == b.keys() and a
