@@ -60,7 +60,8 @@ class Group:
     prefix: int
 
 
-def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
+def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
+    """The number of leading tokens ``a`` and ``b`` share."""
     n = min(len(a), len(b))
     i = 0
     while i < n and a[i] == b[i]:
@@ -78,7 +79,7 @@ def plan_groups(rows: Rows, base: int, max_members: int, overhead: int = 8) -> l
     order = sorted(range(n), key=lambda u: rows.inputs[u])
     lengths = [len(rows.inputs[u]) for u in order]
     limits = [rows.starts[u] - 1 for u in order]  # the input at start-1 must be computed by the row itself
-    adjacent = [_lcp(rows.inputs[order[k]], rows.inputs[order[k + 1]]) for k in range(n - 1)]
+    adjacent = [common_prefix_len(rows.inputs[order[k]], rows.inputs[order[k + 1]]) for k in range(n - 1)]
     best = [0] * (n + 1)
     cut = [0] * (n + 1)
     for end in range(1, n + 1):  # groups order[j:end]
@@ -110,14 +111,15 @@ Gather = Callable[[Sequence[int], Any, int], None]
 the last ``count`` of the ``keep`` positions of a row predict its ``count`` scored tokens)."""
 
 
-def _left_pad(rows: Sequence[Sequence[int]], pad_id: int, device: Any) -> tuple[Any, Any]:
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int, device: Any, mask_dtype: Any = torch.bool) -> tuple[Any, Any]:
+    """``(input_ids, attention_mask)`` of ``rows`` right-aligned in one batch (padded on the left with ``pad_id``)."""
     width = max((len(r) for r in rows), default=0)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.bool)
+    mask = torch.zeros((len(rows), width), dtype=mask_dtype)
     for b, r in enumerate(rows):
         if r:
             ids[b, width - len(r) :] = torch.tensor(list(r), dtype=torch.long)
-            mask[b, width - len(r) :] = True
+            mask[b, width - len(r) :] = 1
     return ids.to(device), mask.to(device)
 
 
@@ -156,7 +158,7 @@ def run_groups(
         group_part = [rows.inputs[g.members[0]][base : g.prefix] for g in batch]
         gkeys = gvalues = gmask = None
         if any(group_part):
-            ids, gmask = _left_pad(group_part, pad_id, device)
+            ids, gmask = left_pad(group_part, pad_id, device)
             state = shared_prefix.PrefixState(prefix=base_kv if base else None, valid=gmask, capacity=ids.shape[1])
             shared_prefix.forward(model, state, ids, _positions(gmask, base), 1)
             if state.calls == 0:
@@ -166,7 +168,7 @@ def run_groups(
         owner = torch.tensor([k for k, g in enumerate(batch) for _ in g.members], dtype=torch.long, device=device)
         offsets = torch.tensor([g.prefix for g in batch for _ in g.members], dtype=torch.long, device=device)
         rest = [rows.inputs[u][g.prefix :] for g in batch for u in g.members]
-        ids, rmask = _left_pad(rest, pad_id, device)
+        ids, rmask = left_pad(rest, pad_id, device)
         width = 0 if gmask is None else gmask.shape[1]
         valid = rmask if gmask is None else torch.cat([gmask[owner], rmask], dim=1)
         state = shared_prefix.PrefixState(prefix=base_kv if base else None, valid=valid, capacity=valid.shape[1])

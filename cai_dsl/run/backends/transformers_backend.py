@@ -216,14 +216,7 @@ class TransformersBackend:
             yield
 
     def _left_pad(self, rows: Sequence[Sequence[int]], pad_id: int) -> tuple[Any, Any]:
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for b, r in enumerate(rows):
-            if r:
-                ids[b, width - len(r) :] = torch.tensor(list(r), dtype=torch.long)
-                mask[b, width - len(r) :] = 1
-        return ids.to(self._device), mask.to(self._device)
+        return prefix_scoring.left_pad(rows, pad_id, self._device, mask_dtype=torch.long)
 
     def generation_settings(self, params: GenerationParams, pad_id: int) -> dict[str, Any]:
         """Arguments of ``GenerationConfig`` for ``params``; explicit values override the
@@ -466,11 +459,8 @@ class TransformersBackend:
     def _shared_prefix_len(self, seqs: Sequence[Sequence[int]], starts: Sequence[int]) -> int:
         if len(seqs) < 2:
             return 0
-        first = seqs[0]
         limit = min(min(starts) - 1, min(len(s) for s in seqs))
-        p = 0
-        while p < limit and all(s[p] == first[p] for s in seqs):
-            p += 1
+        p = min(limit, *(prefix_scoring.common_prefix_len(seqs[0], s) for s in seqs[1:]))
         return p if p >= self.min_prefix_tokens else 0
 
     def _prefix_kv(self, prefix: Sequence[int]) -> Any:
