@@ -3,7 +3,8 @@
 For a complete scenario the plain evaluator gives each decision and the rule or
 priority behind it. For a partial scenario the solver says, per principle and
 per behavior, what holds in every completion and what varies (with an example
-completion for each possibility).
+completion for each possibility). With a :class:`Budget`, each solver question that
+runs out of time is listed in ``Explanation.undecided`` (never guessed).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from cai_dsl.core.errors import CaiError
 
 from cai_dsl.lang import ast
+from cai_dsl.semantics.budget import Budget, Undecided
 from cai_dsl.semantics.evaluator import ResolvedPolicy, Value, resolved_policy
 from cai_dsl.semantics.smt import DeploymentModel, ScenarioSpace
 from cai_dsl.lang.resolver import Constitution
@@ -60,16 +62,32 @@ class Possibility:
     example: dict[str, Value]
 
 
+@dataclass(frozen=True)
+class UndecidedPart:
+    """A question of the explanation the solver could not answer within its budget."""
+
+    question: str
+    seconds: float
+    run_exhausted: bool = False
+
+    @property
+    def text(self) -> str:
+        ran_out = " (the run's SMT budget ran out)" if self.run_exhausted else ""
+        return f"could not decide within {self.seconds:g} s{ran_out} {self.question}"
+
+
 @dataclass
 class Explanation:
     deployment: str
     given: dict[str, Value]
     complete: bool
-    reachable: bool
+    reachable: bool | None  # None: undecided within the budget
     policy: ResolvedPolicy | None = None  # complete scenarios
     always_active: list[str] = field(default_factory=list)
     sometimes_active: list[str] = field(default_factory=list)
     behaviors: dict[str, list[Possibility]] = field(default_factory=dict)  # partial scenarios
+    open_statuses: dict[str, list[str]] = field(default_factory=dict)  # per behavior: statuses left undecided
+    undecided: list[UndecidedPart] = field(default_factory=list)
 
     def to_json(self) -> dict:
         out: dict = {
@@ -77,6 +95,8 @@ class Explanation:
             "given": self.given,
             "complete": self.complete,
             "reachable": self.reachable,
+            "undecided": [{"question": u.question, "seconds": u.seconds, "run_exhausted": u.run_exhausted}
+                          for u in self.undecided],
         }
         if self.policy is not None:
             out["active"] = self.policy.active
@@ -93,7 +113,8 @@ class Explanation:
             out["sometimes_active"] = self.sometimes_active
             out["behaviors"] = {
                 name: {
-                    "holds_in_every_completion": len(poss) == 1,
+                    "holds_in_every_completion": len(poss) == 1 and not self.open_statuses.get(name),
+                    "undecided": self.open_statuses.get(name, []),
                     "possible": [{"status": p.status, "example": p.example} for p in poss],
                 }
                 for name, poss in self.behaviors.items()
@@ -101,14 +122,18 @@ class Explanation:
         return out
 
 
-def explain(constitution: Constitution, deployment_name: str, given: dict[str, Value]) -> Explanation:
-    """Explain the policy of ``deployment_name`` where ``given`` holds."""
+def explain(
+    constitution: Constitution, deployment_name: str, given: dict[str, Value], budget: Budget | None = None
+) -> Explanation:
+    """Explain the policy of ``deployment_name`` where ``given`` holds, each solver query within ``budget``."""
     deployment = constitution.deployments[deployment_name]
     space = ScenarioSpace(constitution)
-    model = DeploymentModel(space, deployment)
+    model = DeploymentModel(space, deployment, budget)
     complete = set(given) >= set(constitution.facets)
     reachable = model.reachable(given) is not None
-    result = Explanation(deployment_name, dict(given), complete, reachable)
+    result = Explanation(deployment_name, dict(given), complete, None if model.last_undecided else reachable)
+    if model.last_undecided:
+        result.undecided.append(_part(model.undecided[-1], f"whether this scenario is reachable in `{deployment_name}`"))
     if not reachable:
         return result
     if complete:
@@ -120,7 +145,19 @@ def explain(constitution: Constitution, deployment_name: str, given: dict[str, V
             result.always_active.append(pid)
         elif activity == "sometimes":
             result.sometimes_active.append(pid)
+        elif activity == "undecided":
+            result.undecided.append(_part(model.undecided[-1], f"whether `{pid}` is active in every completion"))
     for behavior in constitution.behaviors:
+        before = len(model.undecided)
         statuses = model.possible_statuses(behavior, given)
-        result.behaviors[behavior] = [Possibility(status, example) for status, example in statuses.items()]
+        result.behaviors[behavior] = [Possibility(s, example) for s, example in statuses.items() if example is not None]
+        unknown = [s for s, example in statuses.items() if example is None]
+        if unknown:
+            result.open_statuses[behavior] = unknown
+        for status, u in zip(unknown, model.undecided[before:]):  # one record per undecided status, in order
+            result.undecided.append(_part(u, f"whether `{behavior}` can be {status}"))
     return result
+
+
+def _part(u: Undecided, question: str) -> UndecidedPart:
+    return UndecidedPart(question, u.seconds, u.run_exhausted)

@@ -5,7 +5,9 @@ must hold in every reachable scenario of the deployment that matches it. A
 failure comes with a counter-example scenario and the resolved policy there.
 A case whose ``in`` is a glob (``in *``, ``in acme*``) runs once per matching
 deployment; each result names its deployment. A vacuous case (nothing reachable
-matches it) passes, with a CAI403 warning.
+matches it) passes, with a CAI403 warning. With a :class:`Budget`, an expectation
+the solver cannot decide in time is undecided (CAI404, never a pass); a case whose
+vacuity alone is undecided passes, with a CAI220 warning.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from cai_dsl.lang import ast
 
 from cai_dsl.diagnostics import rules
 from cai_dsl.diagnostics import Diagnostic
+from cai_dsl.semantics.budget import Budget, Undecided
 from cai_dsl.semantics.evaluator import ResolvedPolicy, resolved_policy
 from cai_dsl.semantics.smt import DeploymentModel, ScenarioSpace
 from cai_dsl.lang.resolver import Constitution
@@ -28,6 +31,7 @@ class ExpectationResult:
     counterexample: dict[str, str | int] | None = None
     policy: ResolvedPolicy | None = None
     note: str | None = None
+    undecided: Undecided | None = None  # the solver ran out of its budget: neither passed nor refuted
 
     @property
     def text(self) -> str:
@@ -47,12 +51,22 @@ class CaseResult:
     deployment: str = ""  # the deployment it ran in (one per match of a glob)
     results: list[ExpectationResult] = field(default_factory=list)
     vacuous: bool = False
+    vacuity_undecided: Undecided | None = None  # every expectation holds; whether any scenario matches is unknown
     error: str | None = None
 
     @property
     def passed(self) -> bool:
         """No error and every expectation holds (a vacuous case passes: CAI403 warns)."""
         return self.error is None and all(r.passed for r in self.results)
+
+    @property
+    def outcome(self) -> str:
+        """``passed``, ``failed`` (an error or a counter-example) or ``undecided`` (only budget-outs)."""
+        if self.passed:
+            return "passed"
+        if self.error is None and all(r.passed or r.undecided for r in self.results):
+            return "undecided"
+        return "failed"
 
     @property
     def name(self) -> str:
@@ -78,9 +92,13 @@ def _expectation_claim(model: DeploymentModel, exp: ast.Expectation) -> tuple[ob
 
 
 def run_case(
-    space: ScenarioSpace, constitution: Constitution, case: ast.TestCase | ast.PropertyCase, deployment_name: str | None = None
+    space: ScenarioSpace,
+    constitution: Constitution,
+    case: ast.TestCase | ast.PropertyCase,
+    deployment_name: str | None = None,
+    budget: Budget | None = None,
 ) -> CaseResult:
-    """Run one test or property in one deployment (default: the one it names) and return its result."""
+    """Run one test or property in one deployment (default: the one it names), each query within ``budget``."""
     kind = "test" if isinstance(case, ast.TestCase) else "property"
     name = deployment_name or case.deployment.name
     result = CaseResult(case=case, kind=kind, deployment=name)
@@ -88,35 +106,65 @@ def run_case(
     if deployment is None:
         result.error = f"undefined deployment `{name}`"
         return result
-    model = DeploymentModel(space, deployment)
+    model = DeploymentModel(space, deployment, budget)
     region = case.given if isinstance(case, ast.TestCase) else case.forall
-    result.vacuous = not model.inhabited(region)
     for exp in case.expectations:
         claim, note = _expectation_claim(model, exp)
-        scenario = model.counterexample(region, claim) if not result.vacuous else None
-        if scenario is None:
+        scenario = model.counterexample(region, claim)
+        if model.last_undecided:
+            result.results.append(ExpectationResult(exp, False, note=note, undecided=model.undecided[-1]))
+        elif scenario is None:
             result.results.append(ExpectationResult(exp, True, note=note))
-            continue
-        policy = resolved_policy(constitution, deployment, scenario)
-        result.results.append(ExpectationResult(exp, False, scenario, policy, note))
+        else:
+            policy = resolved_policy(constitution, deployment, scenario)
+            result.results.append(ExpectationResult(exp, False, scenario, policy, note))
+    if result.passed:  # (a counter-example already shows that some scenario matches)
+        inhabited = model.inhabited(region)
+        if model.last_undecided:
+            result.vacuity_undecided = model.undecided[-1]
+        else:
+            result.vacuous = not inhabited
     return result
 
 
-def run_tests(constitution: Constitution) -> list[CaseResult]:
-    """Run every test and property of the root file, in source order, once per deployment it names."""
+def run_tests(constitution: Constitution, budget: Budget | None = None) -> list[CaseResult]:
+    """Run every test and property of the root file, in source order, once per deployment it names; every
+    query within ``budget`` (shared by the whole run) when one is given."""
     space = ScenarioSpace(constitution)
     cases = sorted([*constitution.tests, *constitution.properties], key=lambda c: (c.span.line, c.span.column))
     return [
-        run_case(space, constitution, case, name)
+        run_case(space, constitution, case, name, budget)
         for case in cases
         for name in (constitution.deployments_for(case) or [case.deployment.name])
     ]
 
 
+def _within(u: Undecided) -> str:
+    return f"within {u.seconds:g} s" + (" (the run's SMT budget ran out)" if u.run_exhausted else "")
+
+
+def _budget_help(u: Undecided) -> str:
+    if u.run_exhausted:
+        return "raise the run's budget (`--smt-budget`, `[tool.cai] smt-budget`) or test fewer files at once"
+    return "raise the per-query budget (`--smt-timeout`, `[tool.cai] smt-timeout`) or simplify the conditions"
+
+
 def failures_as_diagnostics(results: list[CaseResult]) -> list[Diagnostic]:
-    """CAI401/CAI402 per failed expectation, CAI403 per vacuous case."""
+    """CAI401/CAI402 per failed expectation, CAI404 per undecided one, CAI403 per vacuous case (CAI220 when
+    that could not be decided)."""
     out = []
     for r in results:
+        if r.vacuity_undecided is not None:
+            u = r.vacuity_undecided
+            out.append(
+                rules.UNDECIDED(
+                    f"{r.kind} \"{r.name}\": could not decide {_within(u)} whether it matches any reachable scenario "
+                    f"of `{r.deployment}` (its expectations hold)",
+                    r.case.span,
+                    deployment=r.deployment,
+                    help=_budget_help(u),
+                )
+            )
         if r.vacuous:
             out.append(
                 rules.VACUOUS_TEST(
@@ -128,6 +176,17 @@ def failures_as_diagnostics(results: list[CaseResult]) -> list[Diagnostic]:
             )
         for e in r.results:
             if e.passed:
+                continue
+            if e.undecided is not None:
+                out.append(
+                    rules.TEST_UNDECIDED(
+                        f"{r.kind} \"{r.name}\" in deployment `{r.deployment}`: could not decide {_within(e.undecided)} "
+                        f"whether expect {e.text} holds",
+                        e.expectation.span,
+                        deployment=r.deployment,
+                        help=_budget_help(e.undecided),
+                    )
+                )
                 continue
             rule = rules.TEST_FAILED if r.kind == "test" else rules.PROPERTY_REFUTED
             out.append(

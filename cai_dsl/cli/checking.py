@@ -14,6 +14,10 @@ from cai_dsl.diagnostics.render import FORMATS
 #: The formats of ``cai test`` (a subset of :data:`FORMATS`: its report is not diagnostics only).
 TEST_FORMATS: tuple[str, ...] = ("text", "json")
 
+#: The SMT budget options of ``cai lint``, ``cai test`` and ``cai explain`` (defaults: ``[tool.cai]``, then 10 s / 300 s).
+SMT_TIMEOUT = typer.Option(None, "--smt-timeout", min=0.001, help="seconds per SMT query [default: 10, or [tool.cai] smt-timeout]")
+SMT_BUDGET = typer.Option(None, "--smt-budget", min=0.001, help="seconds of SMT for the whole run [default: 300, or [tool.cai] smt-budget]")
+
 
 def register(app: typer.Typer) -> None:
     app.command("lint")(lint_command)
@@ -31,6 +35,20 @@ def _check_format(command: str, fmt: str, allowed: tuple[str, ...]) -> None:
 
 def _codes(values: list[str] | None) -> tuple[str, ...]:
     return tuple(c.strip() for v in values or [] for c in v.split(",") if c.strip())
+
+
+def _config(smt_timeout: float | None, smt_budget: float | None, select: tuple[str, ...] = (), ignore: tuple[str, ...] = ()):
+    """``[tool.cai]`` of the working directory with the command line's SMT budgets and rule selection on top."""
+    from cai_dsl.check.config import LintConfig, load_lint_config
+
+    config = load_lint_config()
+    return LintConfig(
+        select=select or config.select,
+        ignore=config.ignore + ignore,
+        severity=config.severity,
+        smt_timeout=smt_timeout or config.smt_timeout,
+        smt_budget=smt_budget or config.smt_budget,
+    )
 
 
 def _lint_one(path, deployment, only, config, budget, empirical, target, sources, on_stage) -> list:
@@ -65,12 +83,11 @@ def lint_command(
     strict: bool = typer.Option(False, "--strict", help="exit 1 on warnings too"),
     empirical: bool = typer.Option(False, "--empirical", help="also measure compare principles with a model"),
     target: Optional[str] = typer.Option(None, "--target", help="target for --empirical"),
-    smt_timeout: Optional[float] = typer.Option(None, "--smt-timeout", min=0.001, help="seconds per SMT query [default: 10, or [tool.cai] smt-timeout]"),
-    smt_budget: Optional[float] = typer.Option(None, "--smt-budget", min=0.001, help="seconds of SMT for the whole run [default: 300, or [tool.cai] smt-budget]"),
+    smt_timeout: Optional[float] = SMT_TIMEOUT,
+    smt_budget: Optional[float] = SMT_BUDGET,
 ) -> None:
     """Check constitutions: names, contradictions with witnesses (SMT), operationalizability."""
     from cai_dsl import __version__
-    from cai_dsl.check.config import LintConfig, load_lint_config
     from cai_dsl.core.progress import progress
     from cai_dsl.diagnostics.dedupe import dedupe
     from cai_dsl.diagnostics.render import RenderContext, render
@@ -79,14 +96,7 @@ def lint_command(
     _check_format("lint", fmt, tuple(FORMATS))
     files, missing = const_files(paths)
     fail_missing(missing)
-    config = load_lint_config()
-    config = LintConfig(
-        select=_codes(select) or config.select,
-        ignore=config.ignore + _codes(ignore),
-        severity=config.severity,
-        smt_timeout=smt_timeout or config.smt_timeout,
-        smt_budget=smt_budget or config.smt_budget,
-    )
+    config = _config(smt_timeout, smt_budget, select=_codes(select), ignore=_codes(ignore))
     budget = config.budget()
     all_diags = []
     sources: dict[str, str] = {}
@@ -113,42 +123,49 @@ def lint_command(
 def test_command(
     paths: List[str] = typer.Argument(..., help="`.const` files or directories"),
     fmt: str = typer.Option("text", "--format", help=" or ".join(TEST_FORMATS)),
+    smt_timeout: Optional[float] = SMT_TIMEOUT,
+    smt_budget: Optional[float] = SMT_BUDGET,
 ) -> None:
-    """Run `test` and `property` blocks; failures print a counter-example and the policy there."""
+    """Run `test` and `property` blocks; failures print a counter-example and the policy there. An expectation
+    the solver cannot decide within the budget is UNDECIDED (never a pass; exit 1)."""
     from cai_dsl.lang.resolver import resolve
-    from cai_dsl.check.tests import describe_policy, run_tests
+    from cai_dsl.check.tests import describe_policy, failures_as_diagnostics, run_tests
 
     _check_format("test", fmt, TEST_FORMATS)
     files, missing = const_files(paths)
     fail_missing(missing)
-    passed = failed = 0
+    budget = _config(smt_timeout, smt_budget).budget()
+    counts = {"passed": 0, "failed": 0, "undecided": 0}
     report = []
     for path in files:
         constitution = resolve(path)
         errors = [d for d in constitution.diagnostics if d.is_error]
         if errors:
             print_diagnostics(errors, constitution.sources)
-            failed += 1
+            counts["failed"] += 1
             report.append({"file": path, "error": "constitution has errors", "cases": []})
             continue
-        results = run_tests(constitution)
+        results = run_tests(constitution, budget)
         cases = []
         for r in results:
-            ok = r.passed  # a vacuous case passes, with a warning (CAI403)
-            passed += ok
-            failed += not ok
+            outcome = r.outcome  # a vacuous case passes, with a warning (CAI403)
+            counts[outcome] += 1
+            said = {d.message: d for d in failures_as_diagnostics([r]) if d.code in ("CAI220", "CAI404")}
             cases.append(
                 {
                     "name": r.name,
                     "kind": r.kind,
                     "deployment": r.deployment,
                     "line": r.case.span.line,
-                    "passed": ok,
+                    "passed": outcome == "passed",
+                    "outcome": outcome,
                     "vacuous": r.vacuous,
+                    "undecided": [{"code": d.code, "message": d.message} for d in said.values()],
                     "expectations": [
                         {
                             "expect": e.text,
                             "passed": e.passed,
+                            "undecided": e.undecided is not None,
                             "counterexample": e.counterexample,
                             "note": e.note,
                             "policy": describe_policy(e.policy) if e.policy else None,
@@ -158,23 +175,28 @@ def test_command(
                 }
             )
             if fmt == "text":
-                mark = "PASS" if ok else "FAIL"
+                mark = {"passed": "PASS", "failed": "FAIL", "undecided": "UNDECIDED"}[outcome]
                 print(f"{mark} {path}:{r.case.span.line} {r.kind} \"{r.name}\" [{r.deployment}]")
                 if r.vacuous:
                     print("     warning[CAI403]: vacuous, its given/forall matches no reachable scenario")
                 if r.error:
                     print(f"     error: {r.error}")
+                for d in said.values():
+                    print(f"     {d.severity}[{d.code}]: {d.message}")
                 for e in r.results:
-                    if not e.passed:
+                    if not e.passed and e.undecided is None:
                         print(f"     expect {e.text}: does not hold" + (f" ({e.note})" if e.note else ""))
                         print("       counter-example: " + ", ".join(f"{k}={v}" for k, v in e.counterexample.items()))
                         print("       policy there: " + describe_policy(e.policy))
+                if said:
+                    print(f"     help: {next(iter(said.values())).help}")
         report.append({"file": path, "cases": cases})
     if fmt == "json":
-        print(json.dumps({"files": report, "summary": {"passed": passed, "failed": failed}}, indent=2))
+        print(json.dumps({"files": report, "summary": counts}, indent=2))
     else:
-        print(f"{passed} passed, {failed} failed")
-    raise SystemExit(1 if failed else 0)
+        undecided = f", {counts['undecided']} undecided" if counts["undecided"] else ""
+        print(f"{counts['passed']} passed, {counts['failed']} failed{undecided}")
+    raise SystemExit(1 if counts["failed"] or counts["undecided"] else 0)
 
 
 def explain_command(
@@ -182,9 +204,13 @@ def explain_command(
     deployment: str = typer.Option(..., "--deployment", "-d", help="the deployment to explain"),
     given: str = typer.Option("", "--given", help='a scenario, e.g. "topic=medical, risk=high" (may be partial)'),
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
+    smt_timeout: Optional[float] = SMT_TIMEOUT,
+    smt_budget: Optional[float] = SMT_BUDGET,
 ) -> None:
-    """Print the resolved policy per behavior, the active principles, and why."""
+    """Print the resolved policy per behavior, the active principles, and why; what the solver could not decide
+    within the budget is said so (exit 1)."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from cai_dsl.check.explain import ScenarioError, explain, parse_scenario
@@ -206,13 +232,19 @@ def explain_command(
     except ScenarioError as exc:
         print(f"cai explain: --given: {exc}", file=sys.stderr)
         raise SystemExit(2)
-    result = explain(constitution, deployment, scenario)
+    result = explain(constitution, deployment, scenario, _config(smt_timeout, smt_budget).budget())
     if as_json:
         print(json.dumps(result.to_json(), indent=2))
-        raise SystemExit(0)
+        raise SystemExit(1 if result.undecided else 0)
     console = Console(highlight=False, width=120)
     shown = ", ".join(f"{k}={v}" for k, v in scenario.items()) or "(any scenario)"
     console.print(f"deployment [bold]{deployment}[/bold], given {shown}")
+    for part in result.undecided:
+        console.print(f"[yellow]undecided[/yellow]: {escape(part.text)}")
+    if result.undecided:
+        console.print(escape("  (raise `--smt-timeout` / `--smt-budget`, or `[tool.cai] smt-timeout` / `smt-budget`)"))
+    if result.reachable is None:
+        raise SystemExit(1)
     if not result.reachable:
         console.print("this scenario is not reachable: it contradicts the deployment's assumptions")
         raise SystemExit(1)
@@ -234,14 +266,15 @@ def explain_command(
     console.print("sometimes active: " + (", ".join(result.sometimes_active) or "none"))
     table = Table("behavior", "in every completion", "possible statuses (example completion)")
     for name, poss in result.behaviors.items():
-        fixed = poss[0].status if len(poss) == 1 else "varies"
+        open_ = result.open_statuses.get(name, [])
+        fixed = "undecided" if open_ else poss[0].status if len(poss) == 1 else "varies"
         detail = "; ".join(
-            f"{p.status} (e.g. {', '.join(f'{k}={v}' for k, v in p.example.items() if k not in scenario)})"
-            for p in poss
+            [f"{p.status} (e.g. {', '.join(f'{k}={v}' for k, v in p.example.items() if k not in scenario)})" for p in poss]
+            + [f"{status}: undecided" for status in open_]
         )
-        table.add_row(name, fixed, detail if len(poss) > 1 else "-")
+        table.add_row(name, fixed, detail if len(poss) > 1 or open_ else "-")
     console.print(table)
-    raise SystemExit(0)
+    raise SystemExit(1 if result.undecided else 0)
 
 
 def rules_command(

@@ -126,6 +126,7 @@ NEAR_DUPLICATE = _operational("CAI312", "near-duplicate-principle", "warning", "
 TEST_FAILED = _tests("CAI401", "test-failed", "error", "A test's expectation does not hold.")
 PROPERTY_REFUTED = _tests("CAI402", "property-refuted", "error", "A property has a counter-example.")
 VACUOUS_TEST = _tests("CAI403", "vacuous-test", "warning", "A test or property matches no reachable scenario.")
+TEST_UNDECIDED = _tests("CAI404", "test-undecided", "error", "The solver could not decide a test's expectation within its time budget.")
 
 
 #: Every rule by code (the registry), sorted by code.

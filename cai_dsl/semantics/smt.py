@@ -30,7 +30,7 @@ from cai_dsl.semantics.budget import Budget, Undecided
 from cai_dsl.semantics.evaluator import Clash, Value, clashes_between, outranks, priority_closure
 
 Scenario = dict[str, Value]
-Activity = Literal["always", "sometimes", "never"]
+Activity = Literal["always", "sometimes", "never", "undecided"]
 Status = Literal["forbidden", "required", "free"]
 
 
@@ -448,30 +448,39 @@ class DeploymentModel:
         return z3.Not(formula) if expect.startswith("not_") else formula
 
     def counterexample(self, region: ast.Expr | None, claim: z3.BoolRef | bool) -> Scenario | None:
-        """A reachable scenario inside ``region`` where ``claim`` fails, or None (it always holds)."""
+        """A reachable scenario inside ``region`` where ``claim`` fails, or None (it always holds, or, with
+        ``last_undecided`` set, the budget ran out)."""
         if isinstance(claim, bool):
             claim = z3.BoolVal(claim, self.space.ctx)
+        self._about = ("counterexample", ())
         return self.witness(self.space.encode(region), z3.Not(claim))
 
     def inhabited(self, region: ast.Expr | None) -> bool:
-        """Some reachable scenario lies inside ``region``."""
+        """Some reachable scenario lies inside ``region`` (False, with ``last_undecided`` set, when undecided)."""
+        self._about = ("inhabited", ())
         return self.witness(self.space.encode(region)) is not None
 
     def activity(self, pid: str, given: Scenario) -> Activity:
-        """Whether ``pid`` is active in every, some or no reachable completion of ``given``."""
+        """Whether ``pid`` is active in every, some or no reachable completion of ``given`` (or ``undecided``
+        within the budget)."""
         fixed = self.space.scenario_constraint(given)
+        self._about = ("activity", (pid,))
         if self.sat(fixed, self.cond[pid]) is None:
-            return "never"
-        return "always" if self.sat(fixed, z3.Not(self.cond[pid])) is None else "sometimes"
+            return "undecided" if self.last_undecided else "never"
+        if self.sat(fixed, z3.Not(self.cond[pid])) is None:
+            return "undecided" if self.last_undecided else "always"
+        return "sometimes"
 
-    def possible_statuses(self, behavior: str, given: Scenario) -> dict[Status, Scenario]:
-        """Each status ``behavior`` can have in a reachable completion of ``given``, with an example."""
+    def possible_statuses(self, behavior: str, given: Scenario) -> dict[Status, Scenario | None]:
+        """Each status ``behavior`` can have in a reachable completion of ``given``, with an example; a status
+        the solver could not decide within the budget maps to None."""
         fixed = self.space.scenario_constraint(given)
         forbidden, required = self.forbidden(behavior), self.required(behavior)
         options = {"forbidden": forbidden, "required": required, "free": z3.And(z3.Not(forbidden), z3.Not(required))}
-        out: dict[Status, Scenario] = {}
+        out: dict[Status, Scenario | None] = {}
         for status, formula in options.items():
+            self._about = ("status", ())
             found = self.witness(fixed, formula)
-            if found is not None:
+            if found is not None or self.last_undecided:
                 out[status] = found
         return out

@@ -160,6 +160,33 @@ def directory_named_const(folder: Path) -> Path:
     return folder / "case.const"
 
 
+def pigeonhole_text(where: str = "assume", n: int = 15) -> str:
+    """A constitution that is hard for z3: ``n`` facets over ``n - 1`` values, pairwise distinct (no scenario has
+    that, but proving it takes the solver minutes for n = 15), either as the deployment's assumptions
+    (``where="assume"``: every query is hard) or as the condition of principle ``hard.p`` (``where="when"``: the
+    scenarios are easy, whether ``hard.p`` is ever active is hard). Tests ``hard`` and ``easy`` run in ``base``."""
+    values = " | ".join(f"h{k}" for k in range(n - 1))
+    facets = "".join(f"facet p{i}: {values}\n" for i in range(n))
+    distinct = " and ".join(
+        f"not (p{i} == h{k} and p{j} == h{k})" for i in range(n) for j in range(i + 1, n) for k in range(n - 1)
+    )
+    hard = (
+        'principle hard.p { critique "Does it state limits?" revise "State the limits." '
+        f"when risk == high{' and ' + distinct if where == 'when' else ''} require caveat }}\n"
+    )
+    assume = f"  assume {distinct}\n" if where == "assume" else ""
+    tests = (
+        'test "hard" in base {\n  given risk == high\n  expect not active hard.p\n}\n'
+        'test "easy" in base {\n  given risk == low\n  expect not require caveat\n}\n'
+    )
+    return HEADER + facets + hard + "deployment base {\n  include *\n" + assume + "}\n" + tests
+
+
+def pigeonhole(folder: Path) -> Path:
+    """The pigeonhole set in the assumptions (not in :data:`CASES`: only the commands with an SMT budget take it)."""
+    return _const(folder, pigeonhole_text("assume"))
+
+
 CASES: dict[str, Callable[[Path], Path]] = {
     f.__name__: f
     for f in (

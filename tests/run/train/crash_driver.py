@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
-STAGES = ("sft", "pm", "ppo", "dpo")
+ANTHROPIC = ROOT / "constitutions" / "anthropic-2022.const"
+STAGES = ("sft", "pm", "ppo", "dpo", "grpo")
 
 
 def pairs():
@@ -26,7 +27,7 @@ def pairs():
 def run_stage(stage: str, work: Path, out: Path) -> None:
     """Train ``stage`` into ``out``: ``sft`` 6 steps with a checkpoint after each; ``pm`` 6 steps (no checkpoints:
     a rerun starts again); ``ppo`` 4 steps with a checkpoint after each; ``dpo`` (trl) 6 steps with a checkpoint
-    after each."""
+    after each; ``grpo`` (trl) 3 steps of 2 prompts x 2 completions with a checkpoint after each."""
     from cai_dsl.compile.compiler import compile_file
     from cai_dsl.run.feedback import default_prompts
     from cai_dsl.run.train.dpo import run_dpo
@@ -44,11 +45,21 @@ def run_stage(stage: str, work: Path, out: Path) -> None:
         params = {"batch_size": 2, "max_seq_len": 64, "learning_rate": 5e-3, "lora": {"r": 4, "alpha": 8}}
         train_preference_model(pairs(), out / "pm", base_spec=(work / "model.txt").read_text(encoding="utf-8"),
                                params=params, max_steps=6, show_progress=False)
+    elif stage == "grpo":
+        import cai_dsl
+        from cai_dsl.run.policy.score import PolicyScorer
+        from cai_dsl.run.train.grpo import GRPOSettings, run_grpo
+
+        program, _ = compile_file(str(ANTHROPIC), "rl_cai", str(work / "tiny.toml"))
+        settings = GRPOSettings.from_program(program, steps=3, prompts_per_step=2, num_generations=2,
+                                             max_completion_length=5, checkpoint_every=1)
+        run_grpo(program, out, default_prompts()[:4], policy_scorer=PolicyScorer(cai_dsl.load(str(ANTHROPIC)), "rl_cai"),
+                 settings=settings, show_progress=False)
     elif stage == "dpo":
-        program, _ = compile_file(str(ROOT / "constitutions" / "anthropic-2022.const"), "rl_cai", str(work / "tiny.toml"))
+        program, _ = compile_file(str(ANTHROPIC), "rl_cai", str(work / "tiny.toml"))
         run_dpo(program, out, pairs(), steps=6, checkpoint_every=1, show_progress=False)
     else:
-        program, _ = compile_file(str(ROOT / "constitutions" / "anthropic-2022.const"), "rl_cai", str(work / "tiny.toml"))
+        program, _ = compile_file(str(ANTHROPIC), "rl_cai", str(work / "tiny.toml"))
         run_ppo(program, out, default_prompts()[:6], pm_dir=work / "pm", config=PPOConfig.from_program(program, steps=4),
                 show_progress=False)
 

@@ -1,4 +1,4 @@
-"""Crash safety of the training stages: ``kill -9`` at a random point of SFT, the preference model, PPO and DPO, then a
+"""Crash safety of the training stages: ``kill -9`` at a random point of SFT, the preference model, PPO, DPO and GRPO, then a
 rerun with the same arguments, gives exactly the artifacts of an uninterrupted run (every tensor equal, the same
 metadata up to wall times), and the killed run never leaves a final artifact half written."""
 
@@ -21,9 +21,10 @@ from tests.run.train.test_ppo import PPO_TABLES, _write_pm
 from tests.run.train.test_sft import RECORDS, _run_dir, _target
 
 ROOT = Path(__file__).resolve().parents[3]
-ARTIFACT = {"sft": "adapter", "pm": "pm", "ppo": "policy", "dpo": "policy"}  # the final directory each stage publishes
+ARTIFACT = {"sft": "adapter", "pm": "pm", "ppo": "policy", "dpo": "policy", "grpo": "policy"}  # the final directory each stage publishes
 CHECKPOINTS = {"sft": "checkpoints/checkpoint-*/trainer_state.json", "pm": None, "ppo": "checkpoint/*",
-               "dpo": "trainer/checkpoint-*/trainer_state.json"}  # the PM retrains
+               "dpo": "trainer/checkpoint-*/trainer_state.json",
+               "grpo": "trainer/checkpoint-*/trainer_state.json"}  # the PM retrains
 TIMES = {"seconds", "train_seconds", "elapsed", "created", "time", "train_runtime", "train_samples_per_second",
          "train_steps_per_second"}  # wall-clock fields: allowed to differ
 
@@ -85,7 +86,7 @@ def _driver(stage: str, work: Path, out: Path) -> subprocess.Popen:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stage", ["sft", "pm", "ppo", "dpo"])
+@pytest.mark.parametrize("stage", ["sft", "pm", "ppo", "dpo", "grpo"])
 def test_kill_9_then_rerun_gives_the_uninterrupted_artifacts(stage, tmp_path, work, tiny_model_dir):
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     for out in (reference, killed):

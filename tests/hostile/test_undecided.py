@@ -1,0 +1,112 @@
+"""Issue #13: `cai test` and `cai explain` within the SMT budget of `cai lint` (one regression test per case).
+
+The input is the pigeonhole set (15 facets over 14 values, pairwise distinct), which z3 takes minutes to refute.
+The command-line cases run `cai` in a subprocess whose timeout is the guard: with the budget the command
+finishes in seconds; without it, it would hang past the guard.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from cai_dsl.check.explain import explain
+from cai_dsl.check.tests import failures_as_diagnostics, run_tests
+from cai_dsl.lang.resolver import resolve
+from cai_dsl.semantics.budget import Budget
+from tests.hostile.cases import pigeonhole_text
+from tests.hostile.cli import assert_plain, run_cai
+
+ROOT = Path(__file__).resolve().parents[2]
+GUARD_S = 120  # generous: the commands below take a few seconds
+
+
+def _write(tmp_path: Path, where: str) -> Path:
+    path = tmp_path / f"pigeonhole-{where}.const"
+    path.write_text(pigeonhole_text(where), encoding="utf-8")
+    return path
+
+
+def _cai(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CAI_NO_PROGRESS": "1"}
+    return subprocess.run([sys.executable, "-c", "from cai_dsl.cli import main; main()", *args], cwd=cwd or ROOT,
+                          env=env, capture_output=True, text=True, timeout=GUARD_S)
+
+
+def test_cai_test_undecided_expectation_is_reported_never_passed_and_exits_1(tmp_path):
+    path = _write(tmp_path, "when")
+    proc = _cai("test", "--smt-timeout", "0.1", "--smt-budget", "20", str(path))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert f'UNDECIDED {path}:' in proc.stdout and 'test "hard" [base]' in proc.stdout
+    assert ('error[CAI404]: test "hard" in deployment `base`: could not decide within 0.1 s whether expect not '
+            "active hard.p holds") in proc.stdout
+    assert f'PASS {path}:' in proc.stdout and "1 passed, 0 failed, 1 undecided" in proc.stdout
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_cai_test_json_counts_undecided_apart_from_passed(tmp_path):
+    path = _write(tmp_path, "assume")
+    proc = _cai("test", "--format", "json", "--smt-timeout", "0.1", str(path))
+    assert proc.returncode == 1, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["summary"] == {"passed": 1, "failed": 0, "undecided": 1}
+    hard, easy = data["files"][0]["cases"]
+    assert hard["outcome"] == "undecided" and hard["passed"] is False and hard["expectations"][0]["undecided"] is True
+    assert [u["code"] for u in hard["undecided"]] == ["CAI404"]
+    # its expectation holds (decided), only whether any scenario matches it is not: a pass, with CAI220
+    assert easy["outcome"] == "passed" and [u["code"] for u in easy["undecided"]] == ["CAI220"]
+
+
+def test_cai_test_smt_timeout_from_tool_cai(tmp_path):
+    path = _write(tmp_path, "when")
+    (tmp_path / "pyproject.toml").write_text("[tool.cai]\nsmt-timeout = 0.1\n", encoding="utf-8")
+    proc = _cai("test", str(path), cwd=tmp_path)
+    assert proc.returncode == 1 and "could not decide within 0.1 s" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_cai_explain_names_the_question_it_could_not_decide_and_exits_1(tmp_path):
+    path = _write(tmp_path, "when")
+    proc = _cai("explain", str(path), "-d", "base", "--given", "risk=high", "--smt-timeout", "0.1")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "undecided: could not decide within 0.1 s whether `hard.p` is active in every completion" in proc.stdout
+    assert "undecided: could not decide within 0.1 s whether `caveat` can be required" in proc.stdout
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_cai_explain_undecided_reachability_in_json(tmp_path):
+    path = _write(tmp_path, "assume")
+    proc = _cai("explain", str(path), "-d", "base", "--given", "risk=high", "--json", "--smt-timeout", "0.1")
+    assert proc.returncode == 1, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["reachable"] is None
+    assert data["undecided"] == [{"question": "whether this scenario is reachable in `base`", "seconds": 0.1,
+                                  "run_exhausted": False}]
+
+
+def test_run_tests_with_a_spent_run_budget_leaves_every_expectation_undecided(tmp_path):
+    constitution = resolve(_write(tmp_path, "when"))
+    results = run_tests(constitution, Budget(query_seconds=1e-6, run_seconds=1e-6))
+    assert [r.outcome for r in results] == ["undecided", "undecided"] and not any(r.passed for r in results)
+    diags = failures_as_diagnostics(results)
+    assert {d.code for d in diags} == {"CAI404"} and all(d.is_error for d in diags)
+    assert all("the run's SMT budget ran out" in d.message and "`--smt-budget`" in d.help for d in diags)
+
+
+def test_explain_with_a_spent_run_budget_decides_nothing(tmp_path):
+    constitution = resolve(_write(tmp_path, "when"))
+    result = explain(constitution, "base", {"risk": "high"}, Budget(query_seconds=1e-6, run_seconds=1e-6))
+    assert result.reachable is None and [u.run_exhausted for u in result.undecided] == [True]
+
+
+def test_lint_test_explain_on_the_pigeonhole_set_are_bounded(tmp_path):
+    """The hostile-input property for the commands with an SMT budget, on input that is hard for z3."""
+    path = str(_write(tmp_path, "assume"))
+    budget = ("--smt-timeout", "0.5", "--smt-budget", "3")
+    for args in (("lint", *budget, path), ("test", *budget, path), ("explain", path, "-d", "base", "--given", "risk=high", *budget)):
+        outcome = run_cai(*args)
+        assert_plain(outcome, bound_s=60)
+        assert outcome.code == 1 or args[0] == "lint", outcome.text[-2000:]
+        assert "could not decide within" in outcome.text, outcome.text[-2000:]
