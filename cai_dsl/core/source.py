@@ -16,5 +16,17 @@ class Span(BaseModel):
     end_line: int
     end_column: int
 
+    @classmethod
+    def trusted(cls, file: str, line: int, column: int, end_line: int, end_column: int) -> "Span":
+        """A span from values already known to be right (the parser's), without validation: what
+        ``model_construct`` makes, three times faster (spans are the most numerous models)."""
+        span = cls.__new__(cls)
+        setattr_ = object.__setattr__
+        setattr_(span, "__dict__", {"file": file, "line": line, "column": column, "end_line": end_line, "end_column": end_column})
+        setattr_(span, "__pydantic_fields_set__", {"file", "line", "column", "end_line", "end_column"})
+        setattr_(span, "__pydantic_extra__", None)
+        setattr_(span, "__pydantic_private__", None)
+        return span
+
     def __str__(self) -> str:
         return f"{self.file}:{self.line}:{self.column}"

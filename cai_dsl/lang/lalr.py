@@ -181,13 +181,25 @@ def tables() -> Tables:
     return build_tables(lark_parser())
 
 
+def _walk_order(diagnostics: list, marks: list[tuple[int, int, int, int]]) -> list:
+    """``diagnostics`` in the order of a walk of the tree from its last node to its first, each
+    node after its children (the order the builder reported them in when it walked a Lark tree):
+    by the reporting node's start, last first, and among nested nodes the inner one first."""
+    groups = sorted(marks, key=lambda mark: (-mark[0], mark[1]))  # stable: equal extents stay inner first
+    return diagnostics[: marks[0][2]] + [d for _, _, lo, hi in groups for d in diagnostics[lo:hi]]
+
+
 def parse(text: str, builder: Any, table: Tables | None = None) -> tuple[Any, int]:
     """Parse ``text``, calling ``builder.<rule>(start, end, children)`` for each node (offsets of
     its first and last character, end exclusive); returns the root's value and the tree height.
-    Raises :class:`Rejected` on a syntax error."""
+    Raises :class:`Rejected` on a syntax error. What the callbacks add to ``builder.diagnostics``
+    is put in :func:`_walk_order` at the end."""
     table = table or tables()
     scanners, actions, gotos, rules, end_state = table.scanners, table.actions, table.gotos, table.rules, table.end
-    callbacks = [getattr(builder, r.callback) if r.callback else None for r in rules]
+    callbacks = [getattr(builder, r.callback, None) if r.callback else None for r in rules]  # `?rule`s may have none
+    diagnostics: list = builder.diagnostics
+    reported = len(diagnostics)
+    marks: list[tuple[int, int, int, int]] = []
     states = [table.start]
     # one entry per stack symbol: [value, start offset, end offset, height]; height counts the parse
     # tree's nodes (an inlined rule's entry holds its children's height)
@@ -258,9 +270,14 @@ def parse(text: str, builder: Any, table: Tables | None = None) -> tuple[Any, in
                 result = [children[0], start, end, height]
             else:
                 result = [callbacks[~code](start, end, children), start, end, height + 1]
+                if len(diagnostics) != reported:
+                    marks.append((start or 0, end or 0, reported, len(diagnostics)))
+                    reported = len(diagnostics)
             state = gotos[states[-1]][rule.origin]
             states.append(state)
             values.append(result)
             if entry is None and state == end_state:
+                if marks:
+                    diagnostics[:] = _walk_order(diagnostics, marks)
                 return result[0], result[3]
             row = actions[state]
