@@ -5,6 +5,10 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict
 
 
+_new = object.__new__
+_setattr = object.__setattr__  # a frozen model's own __setattr__ refuses
+
+
 class Span(BaseModel):
     """A region of a source file; lines and columns are 1-based, end exclusive."""
 
@@ -20,12 +24,11 @@ class Span(BaseModel):
     def trusted(cls, file: str, line: int, column: int, end_line: int, end_column: int) -> "Span":
         """A span from values already known to be right (the parser's), without validation: what
         ``model_construct`` makes, three times faster (spans are the most numerous models)."""
-        span = cls.__new__(cls)
-        setattr_ = object.__setattr__
-        setattr_(span, "__dict__", {"file": file, "line": line, "column": column, "end_line": end_line, "end_column": end_column})
-        setattr_(span, "__pydantic_fields_set__", {"file", "line", "column", "end_line", "end_column"})
-        setattr_(span, "__pydantic_extra__", None)
-        setattr_(span, "__pydantic_private__", None)
+        span = _new(cls)
+        _setattr(span, "__dict__", {"file": file, "line": line, "column": column, "end_line": end_line, "end_column": end_column})
+        _setattr(span, "__pydantic_fields_set__", {"file", "line", "column", "end_line", "end_column"})
+        _setattr(span, "__pydantic_extra__", None)
+        _setattr(span, "__pydantic_private__", None)
         return span
 
     def __str__(self) -> str:

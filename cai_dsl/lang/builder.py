@@ -41,7 +41,7 @@ class AstBuilder:
         return self._s(token.start, token.end)
 
     def _ident(self, token: Tok) -> ast.Ident:
-        return ast.Ident(name=token.value, span=self._s(token.start, token.end))
+        return ast.Ident.trusted(name=token.value, span=self._s(token.start, token.end))
 
     def _simple(self, token: Tok, what: str) -> ast.Ident:
         ident = self._ident(token)
@@ -61,15 +61,15 @@ class AstBuilder:
         span = self._tspan(token)
         try:
             if token.type == "LONG_STRING":
-                return ast.Text(value=long_string_value(token.value[3:-3]), triple=True, span=span)
-            return ast.Text(value=unescape(token.value[1:-1]), span=span)
+                return ast.Text.trusted(value=long_string_value(token.value[3:-3]), triple=True, span=span)
+            return ast.Text.trusted(value=unescape(token.value[1:-1]), span=span)
         except ValueError as exc:
             self.diagnostics.append(
                 rules.INVALID_LITERAL(
                     f"invalid string: {exc}", span, help='valid escapes are \\" \\\\ \\n \\t \\r and \\uXXXX'
                 )
             )
-            return ast.Text(value=token.value.strip('"'), triple=token.type == "LONG_STRING", span=span)
+            return ast.Text.trusted(value=token.value.strip('"'), triple=token.type == "LONG_STRING", span=span)
 
     # -- header
     def start(self, start, end, children) -> list:
@@ -77,13 +77,13 @@ class AstBuilder:
         return [c[1] if isinstance(c, tuple) else c for c in children]
 
     def header(self, start, end, children):
-        return ast.Header(name=children[0], version=children[1], span=self._s(start, end))
+        return ast.Header.trusted(name=children[0], version=children[1], span=self._s(start, end))
 
     def source(self, start, end, children):
-        return ast.Source(text=children[0], span=self._s(start, end))
+        return ast.Source.trusted(text=children[0], span=self._s(start, end))
 
     def import_decl(self, start, end, children):
-        return ast.Import(path=children[0], span=self._s(start, end))
+        return ast.Import.trusted(path=children[0], span=self._s(start, end))
 
     # -- vocabulary
     def unordered_values(self, start, end, children):
@@ -100,7 +100,7 @@ class AstBuilder:
                     f"expected `number [LOW .. HIGH]`, not `{word.value}`", self._tspan(word), help="e.g. number [0 .. 100]"
                 )
             )
-        bounds = ast.NumberRange(low=self._number(low), high=self._number(high), span=self._s(start, end))
+        bounds = ast.NumberRange.trusted(low=self._number(low), high=self._number(high), span=self._s(start, end))
         if bounds.low.value > bounds.high.value:
             self.diagnostics.append(
                 rules.INVALID_LITERAL(
@@ -112,8 +112,8 @@ class AstBuilder:
     def facet(self, start, end, children):
         name, (ordered, values) = children
         if isinstance(values, ast.NumberRange):
-            return ast.Facet(name=self._simple(name, "facet"), bounds=values, span=self._s(start, end))
-        return ast.Facet(name=self._simple(name, "facet"), values=tuple(values), ordered=ordered, span=self._s(start, end))
+            return ast.Facet.trusted(name=self._simple(name, "facet"), bounds=values, span=self._s(start, end))
+        return ast.Facet.trusted(name=self._simple(name, "facet"), values=tuple(values), ordered=ordered, span=self._s(start, end))
 
     def _number(self, token: Tok) -> ast.Number:
         """A whole number of a number facet (a range bound, or the right side of a comparison)."""
@@ -128,12 +128,12 @@ class AstBuilder:
                 )
             )
             value = float(text)
-            return ast.Number(value=int(value) if abs(value) <= MAX_NUMBER else 0, span=span)
-        return ast.Number(value=int(text), span=span)
+            return ast.Number.trusted(value=int(value) if abs(value) <= MAX_NUMBER else 0, span=span)
+        return ast.Number.trusted(value=int(text), span=span)
 
     def behavior(self, start, end, children):
         name, description, observe = children
-        return ast.Behavior(
+        return ast.Behavior.trusted(
             name=self._simple(name, "behavior"), description=description, observe=observe, span=self._s(start, end)
         )
 
@@ -153,10 +153,10 @@ class AstBuilder:
         fields: dict[str, list[ast.Text]] = {}
         for key, values in children:  # a field may repeat: its values accumulate in order
             fields.setdefault(key, []).extend(values)
-        return ast.Observe(span=self._s(start, end), **{key: tuple(values) for key, values in fields.items()})
+        return ast.Observe.trusted(span=self._s(start, end), **{key: tuple(values) for key, values in fields.items()})
 
     def exclusive(self, start, end, children):
-        return ast.Exclusive(members=tuple(self._simple(t, "behavior") for t in children), span=self._s(start, end))
+        return ast.Exclusive.trusted(members=tuple(self._simple(t, "behavior") for t in children), span=self._s(start, end))
 
     # -- principle fields
     def critique(self, start, end, children):
@@ -178,12 +178,12 @@ class AstBuilder:
         kind, *names = children
         return (
             "effects",
-            ast.Effect(effect=kind, behaviors=tuple(self._simple(t, "behavior") for t in names), span=self._s(start, end)),
+            ast.Effect.trusted(effect=kind, behaviors=tuple(self._simple(t, "behavior") for t in names), span=self._s(start, end)),
         )
 
     def weight(self, start, end, children):
         token = children[0]
-        weight = ast.Weight(value=float(token.value), literal=token.value, span=self._s(start, end))
+        weight = ast.Weight.trusted(value=float(token.value), literal=token.value, span=self._s(start, end))
         if not 0 <= weight.value <= MAX_WEIGHT:  # also NaN; beyond it a sum of weights overflows
             self.diagnostics.append(
                 rules.INVALID_LITERAL(
@@ -195,7 +195,7 @@ class AstBuilder:
         return ("weight", weight)
 
     def tags(self, start, end, children):
-        return ("tags", ast.Tags(names=tuple(self._simple(t, "tag") for t in children), span=self._s(start, end)))
+        return ("tags", ast.Tags.trusted(names=tuple(self._simple(t, "tag") for t in children), span=self._s(start, end)))
 
     def ex_prompt(self, start, end, children):
         return ("prompt", children[0])
@@ -221,11 +221,11 @@ class AstBuilder:
 
     def ex_turn(self, start, end, children):
         role = self._word(children[0], "a turn's role", ("user", "assistant"))
-        return ("turns", ast.Turn(role=role, text=children[1], span=self._s(start, end)))
+        return ("turns", ast.Turn.trusted(role=role, text=children[1], span=self._s(start, end)))
 
     def ex_request(self, start, end, children):
         what = self._word(children[0], "a request", ("critique", "revision", "compare"))
-        return ("requests", ast.Request(what=what, text=children[1], span=self._s(start, end)))
+        return ("requests", ast.Request.trusted(what=what, text=children[1], span=self._s(start, end)))
 
     def ex_rationale(self, start, end, children):
         return ("rationale", children[0])
@@ -265,10 +265,10 @@ class AstBuilder:
         return fields
 
     def example(self, start, end, children):
-        return ("examples", ast.Example(span=self._s(start, end), **self._example_fields(children, ("critique", "revision"))))
+        return ("examples", ast.Example.trusted(span=self._s(start, end), **self._example_fields(children, ("critique", "revision"))))
 
     def compare_example(self, start, end, children):
-        return ("examples", ast.CompareExample(span=self._s(start, end), **self._example_fields(children, ("compare",))))
+        return ("examples", ast.CompareExample.trusted(span=self._s(start, end), **self._example_fields(children, ("compare",))))
 
     def _example_fields(self, children, kinds: tuple[str, ...]) -> dict:
         """The fields of an example; its requests (of ``kinds``) once each, in the order of
@@ -293,25 +293,25 @@ class AstBuilder:
     def principle(self, start, end, children):
         name, *pairs = children
         fields = self._fields(pairs, "principle", repeatable=("effects", "examples"))
-        return ast.Principle(id=self._ident(name), span=self._s(start, end), **fields)
+        return ast.Principle.trusted(id=self._ident(name), span=self._s(start, end), **fields)
 
     def override(self, start, end, children):
         name, *pairs = children
         fields = self._fields(pairs, "override", repeatable=("effects", "examples"))
-        return ast.Override(target=self._ident(name), span=self._s(start, end), **fields)
+        return ast.Override.trusted(target=self._ident(name), span=self._s(start, end), **fields)
 
     # -- authority
     def authority_decl(self, start, end, children):
-        return ast.AuthorityDecl(levels=tuple(self._simple(t, "authority level") for t in children), span=self._s(start, end))
+        return ast.AuthorityDecl.trusted(levels=tuple(self._simple(t, "authority level") for t in children), span=self._s(start, end))
 
     def authority(self, start, end, children):
         return ("authority", self._simple(children[0], "authority level"))
 
     def final(self, start, end, children):
-        return ("final", ast.Final(span=self._s(start, end)))
+        return ("final", ast.Final.trusted(span=self._s(start, end)))
 
     def lock(self, start, end, children):
-        return ast.Lock(selectors=tuple(children), span=self._s(start, end))
+        return ast.Lock.trusted(selectors=tuple(children), span=self._s(start, end))
 
     def narrow(self, start, end, children):
         return ("narrow", children[0])
@@ -321,20 +321,20 @@ class AstBuilder:
         token: Tok = children[0]
         form = {"NAME": "name", "GLOB": "glob", "TAG": "tag"}[token.type]
         text = token.value[1:] if form == "tag" else token.value
-        return ast.Selector(form=form, text=text, span=self._tspan(token))
+        return ast.Selector.trusted(form=form, text=text, span=self._tspan(token))
 
     def group(self, start, end, children):
         name, *members = children
-        return ast.Group(name=self._simple(name, "group"), members=tuple(members), span=self._s(start, end))
+        return ast.Group.trusted(name=self._simple(name, "group"), members=tuple(members), span=self._s(start, end))
 
     def priority_level(self, start, end, children):
         return tuple(children)
 
     def priority(self, start, end, children):
-        return ast.Priority(levels=tuple(children), span=self._s(start, end))
+        return ast.Priority.trusted(levels=tuple(children), span=self._s(start, end))
 
     def conflict_branch(self, start, end, children):
-        return ast.ConflictBranch(condition=children[0], winner=self._ident(children[1]), span=self._s(start, end))
+        return ast.ConflictBranch.trusted(condition=children[0], winner=self._ident(children[1]), span=self._s(start, end))
 
     def otherwise(self, start, end, children):
         return self._ident(children[0])
@@ -342,7 +342,7 @@ class AstBuilder:
     def conflict(self, start, end, children):
         left, right, *rest = children
         otherwise = rest.pop()
-        return ast.Conflict(
+        return ast.Conflict.trusted(
             left=self._ident(left),
             right=self._ident(right),
             branches=tuple(rest),
@@ -352,13 +352,13 @@ class AstBuilder:
 
     # -- deployments
     def include(self, start, end, children):
-        return ast.Include(selectors=tuple(children), span=self._s(start, end))
+        return ast.Include.trusted(selectors=tuple(children), span=self._s(start, end))
 
     def exclude(self, start, end, children):
-        return ast.Exclude(selectors=tuple(children), span=self._s(start, end))
+        return ast.Exclude.trusted(selectors=tuple(children), span=self._s(start, end))
 
     def assume(self, start, end, children):
-        return ast.Assume(condition=children[0], span=self._s(start, end))
+        return ast.Assume.trusted(condition=children[0], span=self._s(start, end))
 
     def number_value(self, start, end, children):
         text = children[0].value
@@ -379,17 +379,17 @@ class AstBuilder:
 
     def setting(self, start, end, children):
         key, (form, value, literal) = children
-        return ast.Setting(
+        return ast.Setting.trusted(
             key=self._simple(key, "setting"), value=value, value_form=form, literal=literal, span=self._s(start, end)
         )
 
     def deployment(self, start, end, children):
         name, parent, *items = children
-        return ast.Deployment(
+        return ast.Deployment.trusted(
             name=self._simple(name, "deployment"),
             extends=self._ident(parent) if parent is not None else None,
             items=tuple(
-                ast.DeploymentAuthority(level=item[1], span=item[1].span) if isinstance(item, tuple) else item
+                ast.DeploymentAuthority.trusted(level=item[1], span=item[1].span) if isinstance(item, tuple) else item
                 for item in items
             ),
             span=self._s(start, end),
@@ -419,11 +419,11 @@ class AstBuilder:
 
     def expectation(self, start, end, children):
         kind, subject, other = children[0]
-        return ast.Expectation(expect=kind, subject=subject, other=other, span=self._s(start, end))
+        return ast.Expectation.trusted(expect=kind, subject=subject, other=other, span=self._s(start, end))
 
     def test(self, start, end, children):
         name, deployment, given, *expectations = children
-        return ast.TestCase(
+        return ast.TestCase.trusted(
             name=name,
             deployment=self._ident(deployment),
             given=given,
@@ -433,7 +433,7 @@ class AstBuilder:
 
     def property(self, start, end, children):
         name, deployment, forall, *expectations = children
-        return ast.PropertyCase(
+        return ast.PropertyCase.trusted(
             name=name,
             deployment=self._ident(deployment),
             forall=forall,
@@ -443,19 +443,19 @@ class AstBuilder:
 
     # -- expressions
     def or_expr(self, start, end, children):
-        return ast.Or(operands=tuple(children), span=self._s(start, end))
+        return ast.Or.trusted(operands=tuple(children), span=self._s(start, end))
 
     def and_expr(self, start, end, children):
-        return ast.And(operands=tuple(children), span=self._s(start, end))
+        return ast.And.trusted(operands=tuple(children), span=self._s(start, end))
 
     def negation(self, start, end, children):
-        return ast.Not(operand=children[0], span=self._s(start, end))
+        return ast.Not.trusted(operand=children[0], span=self._s(start, end))
 
     def true_literal(self, start, end, children):
-        return ast.BoolLiteral(value=True, span=self._s(start, end))
+        return ast.BoolLiteral.trusted(value=True, span=self._s(start, end))
 
     def false_literal(self, start, end, children):
-        return ast.BoolLiteral(value=False, span=self._s(start, end))
+        return ast.BoolLiteral.trusted(value=False, span=self._s(start, end))
 
     def comparator(self, start, end, children):
         return children[0].value
@@ -463,13 +463,13 @@ class AstBuilder:
     def comparison(self, start, end, children):
         facet, op, value = children
         right = self._number(value) if value.type == "NUMBER" else self._ident(value)
-        return ast.Comparison(facet=self._ident(facet), op=op, value=right, span=self._s(start, end))
+        return ast.Comparison.trusted(facet=self._ident(facet), op=op, value=right, span=self._s(start, end))
 
     def value_set(self, start, end, children):
         return tuple(self._ident(t) for t in children)
 
     def membership(self, start, end, children):
-        return ast.Membership(facet=self._ident(children[0]), values=children[1], span=self._s(start, end))
+        return ast.Membership.trusted(facet=self._ident(children[0]), values=children[1], span=self._s(start, end))
 
     def negated_membership(self, start, end, children):
-        return ast.Membership(facet=self._ident(children[0]), values=children[1], negated=True, span=self._s(start, end))
+        return ast.Membership.trusted(facet=self._ident(children[0]), values=children[1], negated=True, span=self._s(start, end))

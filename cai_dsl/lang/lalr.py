@@ -48,7 +48,7 @@ class Tok:
 
 
 # Reduction kinds
-_NODE, _INLINE, _EXPAND1 = 0, 1, 2
+_NODE, _INLINE, _EXPAND1, _PASS = 0, 1, 2, 3
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,7 @@ class Tables:
     rules: tuple[Rule, ...]
     start: int
     end: int
+    dropped: frozenset[str]  # terminals no rule keeps (keywords, punctuation): no Tok is made for them
 
 
 def _sort_key(term) -> tuple:
@@ -99,11 +100,11 @@ def _scanner(terms: Sequence, ignore_re: str) -> tuple[Callable, dict[int, str],
         for strtok in strings:
             value = strtok.pattern.value
             if strtok.priority == retok.priority and compiled.fullmatch(value):
-                keywords.setdefault(retok.name, {})[value] = strtok.name
+                keywords.setdefault(str(retok.name), {})[value] = str(strtok.name)
                 if strtok.pattern.flags <= retok.pattern.flags:
                     embedded.add(strtok.name)
     kept = [t for t in terms if t.name not in embedded]
-    alternatives = "|".join(f"(?P<{t.name}>{t.pattern.to_regexp()})" for t in kept)
+    alternatives = "|".join(f"(?P<{t.name!s}>{t.pattern.to_regexp()})" for t in kept)
     compiled = re.compile(f"(?>{ignore_re})*(?:{alternatives}|(?P<_END_>\\Z))" if kept else f"(?>{ignore_re})*(?P<_END_>\\Z)")
     names = {index: name for name, index in compiled.groupindex.items()}
     names[compiled.groupindex["_END_"]] = _END
@@ -125,14 +126,16 @@ def _rule(rule, maybe_placeholders: bool) -> Rule:
             include.append((i, not sym.is_term and sym.name.startswith("_"), pending))
             pending = 0
     trailing = pending + nones_at[len(expansion)]
-    origin = rule.origin.name
+    origin = str(rule.origin.name)
     if origin.startswith("_"):
         kind = _INLINE
     elif rule.options.expand1 and not rule.alias:
-        kind = _EXPAND1
+        kind = _PASS if len(expansion) == 1 and len(include) == 1 and not trailing else _EXPAND1
     else:
         kind = _NODE
     simple = not trailing and len(include) == len(expansion) and not any(e or n for _, e, n in include)
+    if kind == _PASS and (include[0][1] or include[0][2]):  # one inlined `_rule` child: keep the general path
+        kind = _EXPAND1
     callback = None if kind == _INLINE else (rule.alias or rule.options.template_source or origin)
     return Rule(origin, len(expansion), kind, tuple(include), trailing, callback, simple)
 
@@ -140,7 +143,7 @@ def _rule(rule, maybe_placeholders: bool) -> Rule:
 def build_tables(parser: lark.Lark) -> Tables:
     """The driver's tables from a Lark LALR parser with the contextual lexer."""
     table = parser.parser.parser.parser.parse_table
-    terminals = {t.name: t for t in parser.terminals}
+    terminals = {str(t.name): t for t in parser.terminals}
     ignore = [terminals[name] for name in parser.lexer_conf.ignore]
     ignore_re = "|".join(t.pattern.to_regexp() for t in sorted(ignore, key=_sort_key))
     probe = re.compile(f"(?:{ignore_re})")
@@ -151,9 +154,11 @@ def build_tables(parser: lark.Lark) -> Tables:
                     raise ValueError(f"terminal {term.name} may start with ignored text")
     rule_index: dict[Any, int] = {}
     rules: list[Rule] = []
+    kept: set[str] = set()
     for rule in parser.rules:
         rule_index[rule] = len(rules)
         rules.append(_rule(rule, parser.options.maybe_placeholders))
+        kept.update(str(sym.name) for sym in rule.expansion if sym.is_term and (rule.options.keep_all_tokens or not sym.filter_out))
     n_states = max(table.states) + 1
     scanners: list = [None] * n_states
     actions: list[dict[str, int]] = [{} for _ in range(n_states)]
@@ -162,6 +167,7 @@ def build_tables(parser: lark.Lark) -> Tables:
     for state, row in table.states.items():
         for symbol, (action, arg) in row.items():
             shift = action.name == "Shift"
+            symbol = str(symbol)  # Lark's names are Tokens, slower dictionary keys
             if symbol in terminals or symbol == _END:
                 actions[state][symbol] = arg if shift else ~rule_index[arg]
             else:
@@ -172,7 +178,8 @@ def build_tables(parser: lark.Lark) -> Tables:
         scanners[state] = by_accepts[accepts]
     (start,) = table.start_states.values()
     (end,) = table.end_states.values()
-    return Tables(tuple(scanners), tuple(actions), tuple(gotos), tuple(rules), start, end)
+    dropped = frozenset(terminals) - kept
+    return Tables(tuple(scanners), tuple(actions), tuple(gotos), tuple(rules), start, end, dropped)
 
 
 @functools.cache
@@ -196,14 +203,19 @@ def parse(text: str, builder: Any, table: Tables | None = None) -> tuple[Any, in
     is put in :func:`_walk_order` at the end."""
     table = table or tables()
     scanners, actions, gotos, rules, end_state = table.scanners, table.actions, table.gotos, table.rules, table.end
-    callbacks = [getattr(builder, r.callback, None) if r.callback else None for r in rules]  # `?rule`s may have none
+    plans = [
+        # `?rule`s of several symbols may have no method: they pass their one child through
+        (r.size, r.kind, None if r.simple else r.include, r.trailing, r.origin, getattr(builder, r.callback or "", None))
+        for r in rules
+    ]
     diagnostics: list = builder.diagnostics
     reported = len(diagnostics)
     marks: list[tuple[int, int, int, int]] = []
     states = [table.start]
-    # one entry per stack symbol: [value, start offset, end offset, height]; height counts the parse
+    # one entry per stack symbol: (value, start offset, end offset, height); height counts the parse
     # tree's nodes (an inlined rule's entry holds its children's height)
-    values: list[list] = []
+    values: list[tuple] = []
+    dropped = table.dropped
     state = table.start
     pos = 0
     while True:
@@ -221,7 +233,7 @@ def parse(text: str, builder: Any, table: Tables | None = None) -> tuple[Any, in
             value = m.group(group)
             if kind in keywords:
                 kind = keywords[kind].get(value, kind)
-            entry = [Tok(kind, value, tok_start, tok_end), tok_start, tok_end, 0]
+            entry = (None if kind in dropped else Tok(kind, value, tok_start, tok_end), tok_start, tok_end, 0)
         pos = tok_end
         row = actions[state]
         while True:
@@ -235,8 +247,14 @@ def parse(text: str, builder: Any, table: Tables | None = None) -> tuple[Any, in
                 values.append(entry)
                 state = code
                 break
-            rule = rules[~code]
-            size = rule.size
+            size, how, include, trailing, origin, callback = plans[~code]
+            if how == _PASS:  # a `?rule` of one symbol: its value, extent and height as they are
+                state = gotos[states[-2]][origin]
+                states[-1] = state
+                if entry is None and state == end_state:
+                    return values[-1][0], values[-1][3]
+                row = actions[state]
+                continue
             if size:
                 kids = values[-size:]
                 del values[-size:]
@@ -244,36 +262,44 @@ def parse(text: str, builder: Any, table: Tables | None = None) -> tuple[Any, in
                 first, last = kids[0], kids[-1]
                 if first[1] is None or last[1] is None:
                     placed = [k for k in kids if k[1] is not None]
-                    first, last = (placed[0], placed[-1]) if placed else ([None, None, None, 0],) * 2
+                    first, last = (placed[0], placed[-1]) if placed else ((None, None, None, 0),) * 2
                 start, end = first[1], last[2]
-                height = max([k[3] for k in kids]) if size > 1 else first[3]
-                if rule.simple:
+                if size == 1:
+                    height = first[3]
+                elif size == 2:
+                    height = first[3] if first[3] > last[3] else last[3]
+                else:
+                    height = max([k[3] for k in kids])
+                if include is None:  # every symbol kept as it is
                     children = [k[0] for k in kids]
                 else:
                     children = []
-                    for i, splice, nones in rule.include:
+                    for i, splice, nones in include:
                         if nones:
                             children.extend([None] * nones)
                         if splice:
-                            children.extend(kids[i][0])
+                            if children:
+                                children.extend(kids[i][0])
+                            else:  # a left-recursive list grows in place (it is used once)
+                                children = kids[i][0]
                         else:
                             children.append(kids[i][0])
-                    if rule.trailing:
-                        children.extend([None] * rule.trailing)
+                    if trailing:
+                        children.extend([None] * trailing)
             else:
                 start = end = None
                 height = 0
-                children = [None] * rule.trailing
-            if rule.kind == _INLINE:
-                result = [children, start, end, height]
-            elif rule.kind == _EXPAND1 and len(children) == 1:
-                result = [children[0], start, end, height]
+                children = [None] * trailing
+            if how == _INLINE:
+                result = (children, start, end, height)
+            elif how == _EXPAND1 and len(children) == 1:
+                result = (children[0], start, end, height)
             else:
-                result = [callbacks[~code](start, end, children), start, end, height + 1]
+                result = (callback(start, end, children), start, end, height + 1)
                 if len(diagnostics) != reported:
                     marks.append((start or 0, end or 0, reported, len(diagnostics)))
                     reported = len(diagnostics)
-            state = gotos[states[-1]][rule.origin]
+            state = gotos[states[-1]][origin]
             states.append(state)
             values.append(result)
             if entry is None and state == end_state:
