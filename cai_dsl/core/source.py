@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+
 from pydantic import BaseModel, ConfigDict
+
+
+@functools.cache
+def _all_fields() -> set[str]:
+    """The fields-set of every trusted span: one set, never changed in place (spans are frozen, and
+    pydantic copies it before a ``model_copy`` update)."""
+    return {"file", "line", "column", "end_line", "end_column"}
 
 
 _new = object.__new__
@@ -26,7 +35,7 @@ class Span(BaseModel):
         ``model_construct`` makes, three times faster (spans are the most numerous models)."""
         span = _new(cls)
         _setattr(span, "__dict__", {"file": file, "line": line, "column": column, "end_line": end_line, "end_column": end_column})
-        _setattr(span, "__pydantic_fields_set__", {"file", "line", "column", "end_line", "end_column"})
+        _setattr(span, "__pydantic_fields_set__", _all_fields())
         _setattr(span, "__pydantic_extra__", None)
         _setattr(span, "__pydantic_private__", None)
         return span

@@ -41,13 +41,21 @@ class Node(BaseModel):
         data = _defaults(cls).copy()  # every field, in order
         data.update(values)
         _setattr(node, "__dict__", data)
-        _setattr(node, "__pydantic_fields_set__", set(values))
+        _setattr(node, "__pydantic_fields_set__", _fields_set(cls, tuple(values)))
         _setattr(node, "__pydantic_extra__", None)
         _setattr(node, "__pydantic_private__", None)
         return node
 
 
 N = TypeVar("N", bound=Node)
+
+
+@functools.cache
+def _fields_set(cls: type[Node], names: tuple[str, ...]) -> set[str]:
+    """The fields-set of the nodes made with ``names``, one set shared by all of them (it is never
+    changed in place: the models are frozen, and pydantic copies it before a ``model_copy`` update);
+    a set per node would be a third of the objects a parse makes."""
+    return set(names)
 
 
 @functools.cache

@@ -10,6 +10,8 @@ after an error the parser resynchronises at the next top-level declaration to re
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import re
 import unicodedata
@@ -189,7 +191,8 @@ def _parse_text(text: str, path: str) -> ParseResult:
         return ParseResult(path, text, None, [_too_large(path, len(text.encode("utf-8", "surrogatepass")), MAX_FILE_BYTES)])
     builder = AstBuilder(path, text)
     try:
-        items, height = lalr.parse(text, builder)
+        with _collector_paused():
+            items, height = lalr.parse(text, builder)
     except lalr.Rejected:
         problems = _lark_problems(text, path)
         if problems is None:
@@ -212,6 +215,20 @@ def _parse_text(text: str, path: str) -> ParseResult:
         path=path, items=tuple(items), comments=extract_comments(text, path), span=file_span
     )
     return ParseResult(path, text, parsed, builder.diagnostics)
+
+
+@contextlib.contextmanager
+def _collector_paused():
+    """Pause CPython's cyclic garbage collector: a parse makes several objects per token, all kept
+    and none in a reference cycle, and the collector would walk the growing heap again and again
+    for nothing (more than half the time of a large file's parse). Collection resumes after."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _lark_problems(text: str, path: str) -> list[Diagnostic] | None:
