@@ -99,7 +99,8 @@ def _scanner(terms: Sequence, ignore_re: str) -> tuple[Callable, dict[int, str],
         compiled = re.compile(retok.pattern.to_regexp())
         for strtok in strings:
             value = strtok.pattern.value
-            if strtok.priority == retok.priority and compiled.fullmatch(value):
+            found = compiled.match(value)  # Lark's test: the first match is the whole keyword
+            if strtok.priority == retok.priority and found is not None and found.group(0) == value:
                 keywords.setdefault(str(retok.name), {})[value] = str(strtok.name)
                 if strtok.pattern.flags <= retok.pattern.flags:
                     embedded.add(strtok.name)
@@ -151,7 +152,7 @@ def build_tables(parser: lark.Lark) -> Tables:
         if term.name not in parser.lexer_conf.ignore:
             for sample in (" ", "\t", "\n", "\r", "\f", "\ufeff", "# x", "#\n", "#"):
                 if probe.match(sample) and re.match(term.pattern.to_regexp(), sample):
-                    raise ValueError(f"terminal {term.name} may start with ignored text")
+                    raise RuntimeError(f"terminal {term.name} may start with ignored text")
     rule_index: dict[Any, int] = {}
     rules: list[Rule] = []
     kept: set[str] = set()
