@@ -1,14 +1,13 @@
-"""Parse tree -> typed AST (:class:`AstBuilder`), one method per grammar rule."""
+"""Typed AST from the parser's reductions (:class:`AstBuilder`), one method per grammar rule."""
 
 from __future__ import annotations
 
 import re
-
-from lark import Token, Tree
+from bisect import bisect_right
 
 from cai_dsl.diagnostics import Diagnostic, rules
 from cai_dsl.lang import ast
-from cai_dsl.lang.grammar import span_of
+from cai_dsl.lang.lalr import Tok
 from cai_dsl.lang.strings import long_string_value, unescape
 
 #: The largest ``weight``: weights are summed and averaged, so they must stay far from float overflow.
@@ -18,43 +17,33 @@ MAX_NUMBER = 2**53 - 1
 
 
 class AstBuilder:
-    """Parse tree -> AST; collects non-fatal diagnostics in ``self.diagnostics``.
+    """Reductions -> AST; collects non-fatal diagnostics in ``self.diagnostics``.
 
-    One method per grammar rule, called as ``method(meta, children)`` bottom-up by
-    :meth:`build`, an iterative walk (no recursion limit, and cheaper than Lark's
-    generic Transformer dispatch, which dominated the parse profile).
+    One method per grammar rule, called by :func:`cai_dsl.lang.lalr.parse` as
+    ``method(start, end, children)`` when the rule is reduced (``start``/``end``: offsets of
+    the node's text in ``text``); tokens are :class:`~cai_dsl.lang.lalr.Tok`.
     """
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, text: str):
         self.path = path
         self.diagnostics: list[Diagnostic] = []
-
-    def build(self, tree: Tree):
-        results: dict[int, object] = {}
-        stack: list[tuple[Tree, bool]] = [(tree, False)]
-        handlers: dict[str, object] = {}
-        while stack:
-            node, expanded = stack.pop()
-            if not expanded:
-                stack.append((node, True))
-                stack.extend((child, False) for child in node.children if isinstance(child, Tree))
-                continue
-            name = node.data
-            handler = handlers.get(name)
-            if handler is None:
-                handler = handlers[name] = getattr(self, str(name))
-            children = [results.pop(id(c)) if isinstance(c, Tree) else c for c in node.children]
-            results[id(node)] = handler(node.meta, children)
-        return results[id(tree)]
+        self._line_starts = [0, *(m.end() for m in re.finditer("\n", text))]
 
     # -- helpers
-    def _s(self, meta) -> ast.Span:
-        return span_of(self.path, meta)
+    def _s(self, start: int, end: int) -> ast.Span:
+        """The span of ``text[start:end]`` (lines and columns 1-based, as Lark counts them)."""
+        starts = self._line_starts
+        line = bisect_right(starts, start)
+        end_line = bisect_right(starts, end)
+        return ast.Span.trusted(self.path, line, start - starts[line - 1] + 1, end_line, end - starts[end_line - 1] + 1)
 
-    def _ident(self, token: Token) -> ast.Ident:
-        return ast.Ident(name=str(token), span=span_of(self.path, token))
+    def _tspan(self, token: Tok) -> ast.Span:
+        return self._s(token.start, token.end)
 
-    def _simple(self, token: Token, what: str) -> ast.Ident:
+    def _ident(self, token: Tok) -> ast.Ident:
+        return ast.Ident.trusted(name=token.value, span=self._s(token.start, token.end))
+
+    def _simple(self, token: Tok, what: str) -> ast.Ident:
         ident = self._ident(token)
         if "." in ident.name:
             self.diagnostics.append(
@@ -67,51 +56,51 @@ class AstBuilder:
         return ident
 
     # -- strings
-    def string(self, meta, children) -> ast.Text:
-        token: Token = children[0]
-        span = span_of(self.path, token)
+    def string(self, start, end, children) -> ast.Text:
+        token: Tok = children[0]
+        span = self._tspan(token)
         try:
             if token.type == "LONG_STRING":
-                return ast.Text(value=long_string_value(str(token)[3:-3]), triple=True, span=span)
-            return ast.Text(value=unescape(str(token)[1:-1]), span=span)
+                return ast.Text.trusted(value=long_string_value(token.value[3:-3]), triple=True, span=span)
+            return ast.Text.trusted(value=unescape(token.value[1:-1]), span=span)
         except ValueError as exc:
             self.diagnostics.append(
                 rules.INVALID_LITERAL(
                     f"invalid string: {exc}", span, help='valid escapes are \\" \\\\ \\n \\t \\r and \\uXXXX'
                 )
             )
-            return ast.Text(value=str(token).strip('"'), triple=token.type == "LONG_STRING", span=span)
+            return ast.Text.trusted(value=token.value.strip('"'), triple=token.type == "LONG_STRING", span=span)
 
     # -- header
-    def start(self, meta, children) -> list:
+    def start(self, start, end, children) -> list:
         # a top-level example comes back as its principle-field pair ("examples", node)
         return [c[1] if isinstance(c, tuple) else c for c in children]
 
-    def header(self, meta, children):
-        return ast.Header(name=children[0], version=children[1], span=self._s(meta))
+    def header(self, start, end, children):
+        return ast.Header.trusted(name=children[0], version=children[1], span=self._s(start, end))
 
-    def source(self, meta, children):
-        return ast.Source(text=children[0], span=self._s(meta))
+    def source(self, start, end, children):
+        return ast.Source.trusted(text=children[0], span=self._s(start, end))
 
-    def import_decl(self, meta, children):
-        return ast.Import(path=children[0], span=self._s(meta))
+    def import_decl(self, start, end, children):
+        return ast.Import.trusted(path=children[0], span=self._s(start, end))
 
     # -- vocabulary
-    def unordered_values(self, meta, children):
+    def unordered_values(self, start, end, children):
         return (False, [self._simple(t, "facet value") for t in children])
 
-    def ordered_values(self, meta, children):
+    def ordered_values(self, start, end, children):
         return (True, [self._simple(t, "facet value") for t in children])
 
-    def number_range(self, meta, children):
+    def number_range(self, start, end, children):
         word, low, high = children
-        if str(word) != "number":
+        if word.value != "number":
             self.diagnostics.append(
                 rules.INVALID_LITERAL(
-                    f"expected `number [LOW .. HIGH]`, not `{word}`", span_of(self.path, word), help="e.g. number [0 .. 100]"
+                    f"expected `number [LOW .. HIGH]`, not `{word.value}`", self._tspan(word), help="e.g. number [0 .. 100]"
                 )
             )
-        bounds = ast.NumberRange(low=self._number(low), high=self._number(high), span=self._s(meta))
+        bounds = ast.NumberRange.trusted(low=self._number(low), high=self._number(high), span=self._s(start, end))
         if bounds.low.value > bounds.high.value:
             self.diagnostics.append(
                 rules.INVALID_LITERAL(
@@ -120,16 +109,16 @@ class AstBuilder:
             )
         return (False, bounds)
 
-    def facet(self, meta, children):
+    def facet(self, start, end, children):
         name, (ordered, values) = children
         if isinstance(values, ast.NumberRange):
-            return ast.Facet(name=self._simple(name, "facet"), bounds=values, span=self._s(meta))
-        return ast.Facet(name=self._simple(name, "facet"), values=tuple(values), ordered=ordered, span=self._s(meta))
+            return ast.Facet.trusted(name=self._simple(name, "facet"), bounds=values, span=self._s(start, end))
+        return ast.Facet.trusted(name=self._simple(name, "facet"), values=tuple(values), ordered=ordered, span=self._s(start, end))
 
-    def _number(self, token: Token) -> ast.Number:
+    def _number(self, token: Tok) -> ast.Number:
         """A whole number of a number facet (a range bound, or the right side of a comparison)."""
-        span = span_of(self.path, token)
-        text = str(token)
+        span = self._tspan(token)
+        text = token.value
         if re.fullmatch(r"[+-]?\d+", text) is None or abs(int(text)) > MAX_NUMBER:
             self.diagnostics.append(
                 rules.INVALID_LITERAL(
@@ -139,62 +128,62 @@ class AstBuilder:
                 )
             )
             value = float(text)
-            return ast.Number(value=int(value) if abs(value) <= MAX_NUMBER else 0, span=span)
-        return ast.Number(value=int(text), span=span)
+            return ast.Number.trusted(value=int(value) if abs(value) <= MAX_NUMBER else 0, span=span)
+        return ast.Number.trusted(value=int(text), span=span)
 
-    def behavior(self, meta, children):
+    def behavior(self, start, end, children):
         name, description, observe = children
-        return ast.Behavior(
-            name=self._simple(name, "behavior"), description=description, observe=observe, span=self._s(meta)
+        return ast.Behavior.trusted(
+            name=self._simple(name, "behavior"), description=description, observe=observe, span=self._s(start, end)
         )
 
-    def obs_marker(self, meta, children):
+    def obs_marker(self, start, end, children):
         return ("markers", children)
 
-    def obs_pattern(self, meta, children):
+    def obs_pattern(self, start, end, children):
         return ("patterns", children)
 
-    def obs_judge(self, meta, children):
+    def obs_judge(self, start, end, children):
         return ("judges", children)
 
-    def obs_opening(self, meta, children):
+    def obs_opening(self, start, end, children):
         return ("openings", children)
 
-    def observe(self, meta, children):
+    def observe(self, start, end, children):
         fields: dict[str, list[ast.Text]] = {}
         for key, values in children:  # a field may repeat: its values accumulate in order
             fields.setdefault(key, []).extend(values)
-        return ast.Observe(span=self._s(meta), **{key: tuple(values) for key, values in fields.items()})
+        return ast.Observe.trusted(span=self._s(start, end), **{key: tuple(values) for key, values in fields.items()})
 
-    def exclusive(self, meta, children):
-        return ast.Exclusive(members=tuple(self._simple(t, "behavior") for t in children), span=self._s(meta))
+    def exclusive(self, start, end, children):
+        return ast.Exclusive.trusted(members=tuple(self._simple(t, "behavior") for t in children), span=self._s(start, end))
 
     # -- principle fields
-    def critique(self, meta, children):
+    def critique(self, start, end, children):
         return ("critique", children[0])
 
-    def revise(self, meta, children):
+    def revise(self, start, end, children):
         return ("revise", children[0])
 
-    def compare(self, meta, children):
+    def compare(self, start, end, children):
         return ("compare", children[0])
 
-    def when(self, meta, children):
+    def when(self, start, end, children):
         return ("when", children[0])
 
-    def effect_kind(self, meta, children):
-        return str(children[0])
+    def effect_kind(self, start, end, children):
+        return children[0].value
 
-    def effect(self, meta, children):
+    def effect(self, start, end, children):
         kind, *names = children
         return (
             "effects",
-            ast.Effect(effect=kind, behaviors=tuple(self._simple(t, "behavior") for t in names), span=self._s(meta)),
+            ast.Effect.trusted(effect=kind, behaviors=tuple(self._simple(t, "behavior") for t in names), span=self._s(start, end)),
         )
 
-    def weight(self, meta, children):
+    def weight(self, start, end, children):
         token = children[0]
-        weight = ast.Weight(value=float(token), literal=str(token), span=self._s(meta))
+        weight = ast.Weight.trusted(value=float(token.value), literal=token.value, span=self._s(start, end))
         if not 0 <= weight.value <= MAX_WEIGHT:  # also NaN; beyond it a sum of weights overflows
             self.diagnostics.append(
                 rules.INVALID_LITERAL(
@@ -205,22 +194,22 @@ class AstBuilder:
             )
         return ("weight", weight)
 
-    def tags(self, meta, children):
-        return ("tags", ast.Tags(names=tuple(self._simple(t, "tag") for t in children), span=self._s(meta)))
+    def tags(self, start, end, children):
+        return ("tags", ast.Tags.trusted(names=tuple(self._simple(t, "tag") for t in children), span=self._s(start, end)))
 
-    def ex_prompt(self, meta, children):
+    def ex_prompt(self, start, end, children):
         return ("prompt", children[0])
 
-    def ex_response(self, meta, children):
+    def ex_response(self, start, end, children):
         return ("response", children[0])
 
-    def ex_critique(self, meta, children):
+    def ex_critique(self, start, end, children):
         return ("critique", children[0])
 
-    def ex_revision(self, meta, children):
+    def ex_revision(self, start, end, children):
         return ("revision", children[0])
 
-    def _word(self, token: Token, what: str, allowed: tuple[str, ...]) -> ast.Ident:
+    def _word(self, token: Tok, what: str, allowed: tuple[str, ...]) -> ast.Ident:
         ident = self._ident(token)
         if ident.name not in allowed:
             self.diagnostics.append(
@@ -230,24 +219,24 @@ class AstBuilder:
             )
         return ident
 
-    def ex_turn(self, meta, children):
+    def ex_turn(self, start, end, children):
         role = self._word(children[0], "a turn's role", ("user", "assistant"))
-        return ("turns", ast.Turn(role=role, text=children[1], span=self._s(meta)))
+        return ("turns", ast.Turn.trusted(role=role, text=children[1], span=self._s(start, end)))
 
-    def ex_request(self, meta, children):
+    def ex_request(self, start, end, children):
         what = self._word(children[0], "a request", ("critique", "revision", "compare"))
-        return ("requests", ast.Request(what=what, text=children[1], span=self._s(meta)))
+        return ("requests", ast.Request.trusted(what=what, text=children[1], span=self._s(start, end)))
 
-    def ex_rationale(self, meta, children):
+    def ex_rationale(self, start, end, children):
         return ("rationale", children[0])
 
-    def ex_a(self, meta, children):
+    def ex_a(self, start, end, children):
         return ("a", children[0])
 
-    def ex_b(self, meta, children):
+    def ex_b(self, start, end, children):
         return ("b", children[0])
 
-    def ex_better(self, meta, children):
+    def ex_better(self, start, end, children):
         ident = self._ident(children[0])
         if ident.name not in ("a", "b"):
             self.diagnostics.append(
@@ -275,11 +264,11 @@ class AstBuilder:
                 fields[key] = tuple(fields[key])
         return fields
 
-    def example(self, meta, children):
-        return ("examples", ast.Example(span=self._s(meta), **self._example_fields(children, ("critique", "revision"))))
+    def example(self, start, end, children):
+        return ("examples", ast.Example.trusted(span=self._s(start, end), **self._example_fields(children, ("critique", "revision"))))
 
-    def compare_example(self, meta, children):
-        return ("examples", ast.CompareExample(span=self._s(meta), **self._example_fields(children, ("compare",))))
+    def compare_example(self, start, end, children):
+        return ("examples", ast.CompareExample.trusted(span=self._s(start, end), **self._example_fields(children, ("compare",))))
 
     def _example_fields(self, children, kinds: tuple[str, ...]) -> dict:
         """The fields of an example; its requests (of ``kinds``) once each, in the order of
@@ -301,186 +290,186 @@ class AstBuilder:
         fields["requests"] = tuple(kept[k] for k in kinds if k in kept)
         return fields
 
-    def principle(self, meta, children):
+    def principle(self, start, end, children):
         name, *pairs = children
         fields = self._fields(pairs, "principle", repeatable=("effects", "examples"))
-        return ast.Principle(id=self._ident(name), span=self._s(meta), **fields)
+        return ast.Principle.trusted(id=self._ident(name), span=self._s(start, end), **fields)
 
-    def override(self, meta, children):
+    def override(self, start, end, children):
         name, *pairs = children
         fields = self._fields(pairs, "override", repeatable=("effects", "examples"))
-        return ast.Override(target=self._ident(name), span=self._s(meta), **fields)
+        return ast.Override.trusted(target=self._ident(name), span=self._s(start, end), **fields)
 
     # -- authority
-    def authority_decl(self, meta, children):
-        return ast.AuthorityDecl(levels=tuple(self._simple(t, "authority level") for t in children), span=self._s(meta))
+    def authority_decl(self, start, end, children):
+        return ast.AuthorityDecl.trusted(levels=tuple(self._simple(t, "authority level") for t in children), span=self._s(start, end))
 
-    def authority(self, meta, children):
+    def authority(self, start, end, children):
         return ("authority", self._simple(children[0], "authority level"))
 
-    def final(self, meta, children):
-        return ("final", ast.Final(span=self._s(meta)))
+    def final(self, start, end, children):
+        return ("final", ast.Final.trusted(span=self._s(start, end)))
 
-    def lock(self, meta, children):
-        return ast.Lock(selectors=tuple(children), span=self._s(meta))
+    def lock(self, start, end, children):
+        return ast.Lock.trusted(selectors=tuple(children), span=self._s(start, end))
 
-    def narrow(self, meta, children):
+    def narrow(self, start, end, children):
         return ("narrow", children[0])
 
     # -- ordering
-    def selector(self, meta, children):
-        token: Token = children[0]
+    def selector(self, start, end, children):
+        token: Tok = children[0]
         form = {"NAME": "name", "GLOB": "glob", "TAG": "tag"}[token.type]
-        text = str(token)[1:] if form == "tag" else str(token)
-        return ast.Selector(form=form, text=text, span=span_of(self.path, token))
+        text = token.value[1:] if form == "tag" else token.value
+        return ast.Selector.trusted(form=form, text=text, span=self._tspan(token))
 
-    def group(self, meta, children):
+    def group(self, start, end, children):
         name, *members = children
-        return ast.Group(name=self._simple(name, "group"), members=tuple(members), span=self._s(meta))
+        return ast.Group.trusted(name=self._simple(name, "group"), members=tuple(members), span=self._s(start, end))
 
-    def priority_level(self, meta, children):
+    def priority_level(self, start, end, children):
         return tuple(children)
 
-    def priority(self, meta, children):
-        return ast.Priority(levels=tuple(children), span=self._s(meta))
+    def priority(self, start, end, children):
+        return ast.Priority.trusted(levels=tuple(children), span=self._s(start, end))
 
-    def conflict_branch(self, meta, children):
-        return ast.ConflictBranch(condition=children[0], winner=self._ident(children[1]), span=self._s(meta))
+    def conflict_branch(self, start, end, children):
+        return ast.ConflictBranch.trusted(condition=children[0], winner=self._ident(children[1]), span=self._s(start, end))
 
-    def otherwise(self, meta, children):
+    def otherwise(self, start, end, children):
         return self._ident(children[0])
 
-    def conflict(self, meta, children):
+    def conflict(self, start, end, children):
         left, right, *rest = children
         otherwise = rest.pop()
-        return ast.Conflict(
+        return ast.Conflict.trusted(
             left=self._ident(left),
             right=self._ident(right),
             branches=tuple(rest),
             otherwise=otherwise,
-            span=self._s(meta),
+            span=self._s(start, end),
         )
 
     # -- deployments
-    def include(self, meta, children):
-        return ast.Include(selectors=tuple(children), span=self._s(meta))
+    def include(self, start, end, children):
+        return ast.Include.trusted(selectors=tuple(children), span=self._s(start, end))
 
-    def exclude(self, meta, children):
-        return ast.Exclude(selectors=tuple(children), span=self._s(meta))
+    def exclude(self, start, end, children):
+        return ast.Exclude.trusted(selectors=tuple(children), span=self._s(start, end))
 
-    def assume(self, meta, children):
-        return ast.Assume(condition=children[0], span=self._s(meta))
+    def assume(self, start, end, children):
+        return ast.Assume.trusted(condition=children[0], span=self._s(start, end))
 
-    def number_value(self, meta, children):
-        text = str(children[0])
+    def number_value(self, start, end, children):
+        text = children[0].value
         is_int = re.fullmatch(r"[+-]?\d+", text) is not None
         return ("number", int(text) if is_int else float(text), text)
 
-    def string_value(self, meta, children):
+    def string_value(self, start, end, children):
         return ("string", children[0].value, children[0].value)
 
-    def true_value(self, meta, children):
+    def true_value(self, start, end, children):
         return ("bool", True, "true")
 
-    def false_value(self, meta, children):
+    def false_value(self, start, end, children):
         return ("bool", False, "false")
 
-    def name_value(self, meta, children):
-        return ("name", str(children[0]), str(children[0]))
+    def name_value(self, start, end, children):
+        return ("name", children[0].value, children[0].value)
 
-    def setting(self, meta, children):
+    def setting(self, start, end, children):
         key, (form, value, literal) = children
-        return ast.Setting(
-            key=self._simple(key, "setting"), value=value, value_form=form, literal=literal, span=self._s(meta)
+        return ast.Setting.trusted(
+            key=self._simple(key, "setting"), value=value, value_form=form, literal=literal, span=self._s(start, end)
         )
 
-    def deployment(self, meta, children):
+    def deployment(self, start, end, children):
         name, parent, *items = children
-        return ast.Deployment(
+        return ast.Deployment.trusted(
             name=self._simple(name, "deployment"),
             extends=self._ident(parent) if parent is not None else None,
             items=tuple(
-                ast.DeploymentAuthority(level=item[1], span=item[1].span) if isinstance(item, tuple) else item
+                ast.DeploymentAuthority.trusted(level=item[1], span=item[1].span) if isinstance(item, tuple) else item
                 for item in items
             ),
-            span=self._s(meta),
+            span=self._s(start, end),
         )
 
     # -- tests
-    def given(self, meta, children):
+    def given(self, start, end, children):
         return children[0]
 
-    def forall(self, meta, children):
+    def forall(self, start, end, children):
         return children[0]
 
-    def behavior_expectation(self, meta, children):
+    def behavior_expectation(self, start, end, children):
         return (children[0], self._ident(children[1]), None)
 
-    def negated_behavior_expectation(self, meta, children):
+    def negated_behavior_expectation(self, start, end, children):
         return ("not_" + children[0], self._ident(children[1]), None)
 
-    def winner_expectation(self, meta, children):
+    def winner_expectation(self, start, end, children):
         return ("winner", self._ident(children[0]), self._ident(children[1]))
 
-    def active_expectation(self, meta, children):
+    def active_expectation(self, start, end, children):
         return ("active", self._ident(children[0]), None)
 
-    def negated_active_expectation(self, meta, children):
+    def negated_active_expectation(self, start, end, children):
         return ("not_active", self._ident(children[0]), None)
 
-    def expectation(self, meta, children):
+    def expectation(self, start, end, children):
         kind, subject, other = children[0]
-        return ast.Expectation(expect=kind, subject=subject, other=other, span=self._s(meta))
+        return ast.Expectation.trusted(expect=kind, subject=subject, other=other, span=self._s(start, end))
 
-    def test(self, meta, children):
+    def test(self, start, end, children):
         name, deployment, given, *expectations = children
-        return ast.TestCase(
+        return ast.TestCase.trusted(
             name=name,
             deployment=self._ident(deployment),
             given=given,
             expectations=tuple(expectations),
-            span=self._s(meta),
+            span=self._s(start, end),
         )
 
-    def property(self, meta, children):
+    def property(self, start, end, children):
         name, deployment, forall, *expectations = children
-        return ast.PropertyCase(
+        return ast.PropertyCase.trusted(
             name=name,
             deployment=self._ident(deployment),
             forall=forall,
             expectations=tuple(expectations),
-            span=self._s(meta),
+            span=self._s(start, end),
         )
 
     # -- expressions
-    def or_expr(self, meta, children):
-        return ast.Or(operands=tuple(children), span=self._s(meta))
+    def or_expr(self, start, end, children):
+        return ast.Or.trusted(operands=tuple(children), span=self._s(start, end))
 
-    def and_expr(self, meta, children):
-        return ast.And(operands=tuple(children), span=self._s(meta))
+    def and_expr(self, start, end, children):
+        return ast.And.trusted(operands=tuple(children), span=self._s(start, end))
 
-    def negation(self, meta, children):
-        return ast.Not(operand=children[0], span=self._s(meta))
+    def negation(self, start, end, children):
+        return ast.Not.trusted(operand=children[0], span=self._s(start, end))
 
-    def true_literal(self, meta, children):
-        return ast.BoolLiteral(value=True, span=self._s(meta))
+    def true_literal(self, start, end, children):
+        return ast.BoolLiteral.trusted(value=True, span=self._s(start, end))
 
-    def false_literal(self, meta, children):
-        return ast.BoolLiteral(value=False, span=self._s(meta))
+    def false_literal(self, start, end, children):
+        return ast.BoolLiteral.trusted(value=False, span=self._s(start, end))
 
-    def comparator(self, meta, children):
-        return str(children[0])
+    def comparator(self, start, end, children):
+        return children[0].value
 
-    def comparison(self, meta, children):
+    def comparison(self, start, end, children):
         facet, op, value = children
         right = self._number(value) if value.type == "NUMBER" else self._ident(value)
-        return ast.Comparison(facet=self._ident(facet), op=op, value=right, span=self._s(meta))
+        return ast.Comparison.trusted(facet=self._ident(facet), op=op, value=right, span=self._s(start, end))
 
-    def value_set(self, meta, children):
+    def value_set(self, start, end, children):
         return tuple(self._ident(t) for t in children)
 
-    def membership(self, meta, children):
-        return ast.Membership(facet=self._ident(children[0]), values=children[1], span=self._s(meta))
+    def membership(self, start, end, children):
+        return ast.Membership.trusted(facet=self._ident(children[0]), values=children[1], span=self._s(start, end))
 
-    def negated_membership(self, meta, children):
-        return ast.Membership(facet=self._ident(children[0]), values=children[1], negated=True, span=self._s(meta))
+    def negated_membership(self, start, end, children):
+        return ast.Membership.trusted(facet=self._ident(children[0]), values=children[1], negated=True, span=self._s(start, end))

@@ -4,7 +4,12 @@ words it spells out that diagnostics refer to, and spans of its parse tree."""
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.resources
+import os
+import sys
+import tempfile
+from pathlib import Path
 
 import lark
 
@@ -39,17 +44,67 @@ def grammar_text() -> str:
     return importlib.resources.files("cai_dsl.grammar").joinpath("constitution.lark").read_text(encoding="utf-8")
 
 
+_LARK_OPTIONS = (("parser", "lalr"), ("lexer", "contextual"), ("strict", True), ("propagate_positions", True), ("maybe_placeholders", True))
+
+
 @functools.lru_cache(maxsize=1)
 def lark_parser() -> lark.Lark:
-    """The LALR parser, built once per process; ``strict`` rejects any grammar conflict."""
-    return lark.Lark(
-        grammar_text(),
-        parser="lalr",
-        lexer="contextual",
-        strict=True,
-        propagate_positions=True,
-        maybe_placeholders=True,
-    )
+    """The LALR parser, built once per process (``strict`` rejects any grammar conflict), its tables
+    kept in the user's cache directory: loading them takes a few milliseconds, building them most
+    of a second."""
+    path = parser_cache_file()
+    parser = _load_parser(path) if path is not None else None
+    if parser is None:
+        parser = lark.Lark(grammar_text(), **dict(_LARK_OPTIONS))
+        if path is not None:
+            _save_parser(parser, path)
+    return parser
+
+
+def parser_cache_file() -> Path | None:
+    """Where the parser's tables are kept: ``$XDG_CACHE_HOME/cai-dsl`` (default ``~/.cache/cai-dsl``),
+    in a file named for the grammar, the options and the Lark and Python versions (so a changed
+    grammar never reads stale tables); None when there is no home directory."""
+    try:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    except RuntimeError:  # no home directory
+        return None
+    key = "\n".join((grammar_text(), repr(_LARK_OPTIONS), lark.__version__, sys.version))
+    return base / "cai-dsl" / f"lalr-{hashlib.sha256(key.encode('utf-8', 'surrogatepass')).hexdigest()[:32]}.lark"
+
+
+def _load_parser(path: Path) -> lark.Lark | None:
+    """The parser saved at ``path``; None when it is missing, not the user's own, or unreadable
+    in any way (a corrupt or truncated file is rebuilt and replaced)."""
+    try:
+        with open(path, "rb") as f:
+            if hasattr(os, "getuid") and os.fstat(f.fileno()).st_uid != os.getuid():
+                return None  # a pickle: never load one that someone else wrote
+            if f.readline() != path.name.encode() + b"\n":
+                return None
+            return lark.Lark.load(f)
+    except Exception:  # noqa: BLE001 - any failure means: build the parser
+        return None
+
+
+def _save_parser(parser: lark.Lark, path: Path) -> None:
+    """Save the parser at ``path`` atomically (a temporary file renamed over it); a cache that
+    cannot be written is skipped."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".lalr-", suffix=".tmp")
+    except OSError:
+        return
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(path.name.encode() + b"\n")
+            parser.save(f)
+        os.replace(tmp, path)
+    except Exception:  # noqa: BLE001 - the cache is an optimisation only
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
 
 
 def point(path: str, line: int, column: int, length: int = 1) -> ast.Span:

@@ -1,14 +1,17 @@
 """Parse `.const` source into the typed AST, with diagnostics instead of exceptions.
 
-The Lark LALR parser is built once per process (``lark_parser`` is cached) from
-``grammar/constitution.lark``. A :class:`~cai_dsl.lang.builder.AstBuilder` turns the parse
-tree into frozen :mod:`cai_dsl.lang.ast` models with source spans. Syntax errors are
-reported in plain words with the offending token's span; after an error the
-parser resynchronises at the next top-level declaration to report more.
+The grammar (``grammar/constitution.lark``) is compiled by Lark once per process
+(``lark_parser`` is cached); :mod:`cai_dsl.lang.lalr` runs its tables, and an
+:class:`~cai_dsl.lang.builder.AstBuilder` makes frozen :mod:`cai_dsl.lang.ast` models with
+source spans as rules are reduced (no parse tree). When the text is not valid, Lark parses it
+again to say why: syntax errors are reported in plain words with the offending token's span;
+after an error the parser resynchronises at the next top-level declaration to report more.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import re
 import unicodedata
@@ -19,9 +22,9 @@ from lark.exceptions import UnexpectedInput
 
 from cai_dsl.core.files import read_limited
 from cai_dsl.diagnostics import Diagnostic, rules
-from cai_dsl.lang import ast
+from cai_dsl.lang import ast, lalr
 from cai_dsl.lang.builder import AstBuilder
-from cai_dsl.lang.grammar import MAX_FILE_BYTES, MAX_SYNTAX_ERRORS, grammar_text, lark_parser, point
+from cai_dsl.lang.grammar import MAX_FILE_BYTES, MAX_SYNTAX_ERRORS, MAX_TREE_DEPTH, grammar_text, lark_parser, point
 from cai_dsl.lang.strings import long_string_value, unescape
 from cai_dsl.lang.syntax_errors import syntax_errors, tree_too_deep
 
@@ -186,19 +189,25 @@ def parse_text(text: str, path: str = "<string>") -> ParseResult:
 def _parse_text(text: str, path: str) -> ParseResult:
     if len(text) > MAX_FILE_BYTES:
         return ParseResult(path, text, None, [_too_large(path, len(text.encode("utf-8", "surrogatepass")), MAX_FILE_BYTES)])
+    builder = AstBuilder(path, text)
     try:
-        tree = lark_parser().parse(text)
-    except UnexpectedInput as exc:
-        return ParseResult(path, text, None, syntax_errors(text, path, exc))
-    deep = tree_too_deep(tree, path)
-    if deep is not None:
-        return ParseResult(path, text, None, [deep])
-    builder = AstBuilder(path)
-    try:
-        items = builder.build(tree)
+        with _collector_paused():
+            items, height = lalr.parse(text, builder)
+    except lalr.Rejected:
+        problems = _lark_problems(text, path)
+        if problems is None:
+            raise RuntimeError(f"{path}: the parser rejected a text that Lark accepts") from None
+        return ParseResult(path, text, None, problems)
     except ValueError as exc:  # a model rejected a value (pydantic ValidationError is a ValueError)
+        problems = _lark_problems(text, path)  # syntax errors and nesting are reported first
+        if problems is not None:
+            return ParseResult(path, text, None, problems)
         first = str(exc).splitlines()[0]
         return ParseResult(path, text, None, [rules.INVALID_LITERAL(f"invalid value: {first}", point(path, 1, 1))])
+    if height > MAX_TREE_DEPTH:
+        problems = _lark_problems(text, path)
+        if problems is not None:
+            return ParseResult(path, text, None, problems)
     file_span = ast.Span(
         file=path, line=1, column=1, end_line=text.count("\n") + 1, end_column=len(text) - text.rfind("\n")
     )
@@ -206,3 +215,27 @@ def _parse_text(text: str, path: str) -> ParseResult:
         path=path, items=tuple(items), comments=extract_comments(text, path), span=file_span
     )
     return ParseResult(path, text, parsed, builder.diagnostics)
+
+
+@contextlib.contextmanager
+def _collector_paused():
+    """Pause CPython's cyclic garbage collector: a parse makes several objects per token, all kept
+    and none in a reference cycle, and the collector would walk the growing heap again and again
+    for nothing (more than half the time of a large file's parse). Collection resumes after."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _lark_problems(text: str, path: str) -> list[Diagnostic] | None:
+    """Lark's parse of ``text``: its syntax errors, or too deep a nesting; None when it is fine."""
+    try:
+        tree = lark_parser().parse(text)
+    except UnexpectedInput as exc:
+        return syntax_errors(text, path, exc)
+    deep = tree_too_deep(tree, path)
+    return [deep] if deep is not None else None
