@@ -6,12 +6,15 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.resources
+import json
 import os
 import sys
 import tempfile
 from pathlib import Path
 
 import lark
+from lark.grammar import Rule
+from lark.lexer import TerminalDef
 
 from cai_dsl.lang import ast
 
@@ -70,21 +73,49 @@ def parser_cache_file() -> Path | None:
     except RuntimeError:  # no home directory
         return None
     key = "\n".join((grammar_text(), repr(_LARK_OPTIONS), lark.__version__, sys.version))
-    return base / "cai-dsl" / f"lalr-{hashlib.sha256(key.encode('utf-8', 'surrogatepass')).hexdigest()[:32]}.lark"
+    return base / "cai-dsl" / f"lalr-{hashlib.sha256(key.encode('utf-8', 'surrogatepass')).hexdigest()[:32]}.json"
 
 
 def _load_parser(path: Path) -> lark.Lark | None:
-    """The parser saved at ``path``; None when it is missing, not the user's own, or unreadable
-    in any way (a corrupt or truncated file is rebuilt and replaced)."""
+    """The parser saved at ``path`` (JSON: Lark's own serialized tables, never a pickle); None when it
+    is missing, not the user's own, or unreadable in any way (a corrupt or truncated file is rebuilt
+    and replaced)."""
     try:
         with open(path, "rb") as f:
             if hasattr(os, "getuid") and os.fstat(f.fileno()).st_uid != os.getuid():
-                return None  # a pickle: never load one that someone else wrote
+                return None  # tables someone else wrote could make the parser accept other text
             if f.readline() != path.name.encode() + b"\n":
                 return None
-            return lark.Lark.load(f)
+            saved = json.loads(f.read().decode("utf-8"), object_hook=_untag)
+        return lark.Lark._load_from_dict(saved["data"], saved["memo"])
     except Exception:  # noqa: BLE001 - any failure means: build the parser
         return None
+
+
+def _tag(value):
+    """Lark's serialized tables as JSON data: dicts with non-string keys and tuples are tagged so that
+    :func:`_untag` gives back exactly the same values (JSON has only string keys and lists)."""
+    if isinstance(value, dict):
+        if all(isinstance(k, str) for k in value):
+            return {k: _tag(v) for k, v in value.items()}
+        return {"__items__": [[_tag(k), _tag(v)] for k, v in value.items()]}
+    if isinstance(value, tuple):
+        return {"__tuple__": [_tag(v) for v in value]}
+    if isinstance(value, list):
+        return [_tag(v) for v in value]
+    return value
+
+
+def _untag(obj: dict):
+    if len(obj) == 1 and "__items__" in obj:
+        return {_hashable(k): v for k, v in obj["__items__"]}
+    if len(obj) == 1 and "__tuple__" in obj:
+        return tuple(obj["__tuple__"])
+    return obj
+
+
+def _hashable(key):
+    return tuple(_hashable(k) for k in key) if isinstance(key, list) else key
 
 
 def _save_parser(parser: lark.Lark, path: Path) -> None:
@@ -96,9 +127,10 @@ def _save_parser(parser: lark.Lark, path: Path) -> None:
     except OSError:
         return
     try:
+        data, memo = parser.memo_serialize([TerminalDef, Rule])
         with os.fdopen(fd, "wb") as f:
             f.write(path.name.encode() + b"\n")
-            parser.save(f)
+            f.write(json.dumps(_tag({"data": data, "memo": memo})).encode("utf-8"))
         os.replace(tmp, path)
     except Exception:  # noqa: BLE001 - the cache is an optimisation only
         try:

@@ -158,13 +158,28 @@ def test_parser_tables_are_cached_atomically(fresh_parser):
     assert _works(grammar.lark_parser())
 
 
+def test_the_cache_is_json_and_gives_back_the_same_tables(fresh_parser):
+    import json
+
+    built = grammar.lark_parser()
+    path = grammar.parser_cache_file()
+    header, body = path.read_bytes().split(b"\n", 1)
+    assert header == path.name.encode() and isinstance(json.loads(body), dict)  # data, never a pickle
+    loaded = grammar._load_parser(path)
+    a, b = (x.parser.parser.parser.parse_table for x in (built, loaded))
+    assert (a.start_states, a.end_states) == (b.start_states, b.end_states) and a.states.keys() == b.states.keys()
+    for state, actions in a.states.items():
+        assert {t: (act, str(arg)) for t, (act, arg) in actions.items()} == {
+            t: (act, str(arg)) for t, (act, arg) in b.states[state].items()}
+
+
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "other header", "empty"])
 def test_a_damaged_cache_is_rebuilt(fresh_parser, damage):
     path = grammar.parser_cache_file()
     grammar.lark_parser()
     data = path.read_bytes()
     damaged = {
-        "garbage": b"\x00not a pickle",
+        "garbage": b"\x00not JSON",
         "truncated": data[: len(data) // 2],
         "other header": b"lalr-0.lark\n" + data.split(b"\n", 1)[1],
         "empty": b"",
