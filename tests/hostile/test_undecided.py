@@ -184,3 +184,13 @@ def test_cai_run_library_check_counts_undecided_as_failed(tmp_path):
     _write(tmp_path, "assume")
     library = check_library(tmp_path, Budget(query_seconds=0.5, run_seconds=5))
     assert not library.ok and {d.code for f in library.files for d in f.errors} == {"CAI220"}
+
+
+def test_pigeonhole_compile_goes_on_only_where_an_ignore_comment_accepts_the_undecided_check(tmp_path):
+    from cai_dsl.compile.compiler import compile_file
+
+    path = tmp_path / "accepted.const"
+    path.write_text(pigeonhole_text("assume").replace("deployment base {", "# cai: ignore[CAI220]\ndeployment base {"),
+                    encoding="utf-8")
+    program, diags = compile_file(path, "base", budget=Budget(query_seconds=0.5, run_seconds=5))
+    assert program is not None and not any(d.code == "CAI220" for d in diags)
