@@ -273,12 +273,13 @@ def run_command(
     smt_budget: Optional[float] = SMT_BUDGET,
 ) -> None:
     """Run the main job: check the standard library, compile, SL-CAI, RL-CAI, then the base -> SL -> RL table
-    on held-out prompts and the verdict against the target. Every check shares one SMT budget; a check that
-    could hide an error and is not decided in time stops the run (CAI220, exit 1)."""
+    on held-out prompts and the verdict against the target. Each check (library, compile, SL, RL) has its own
+    SMT budget (a run budget's clock is wall time, and training lies between them); a check that could hide
+    an error and is not decided in time stops the run (CAI220, exit 1)."""
     start = time.perf_counter()
     times: dict[str, float] = {}
-    smt = lint_config(smt_timeout, smt_budget).budget()
-    library = stages.check_library(smt_budget=smt)
+    smt = lint_config(smt_timeout, smt_budget)
+    library = stages.check_library(smt_budget=smt.budget())
     for checked in library.files:
         print_diagnostics(list(checked.errors), dict(checked.sources))
     times["check"] = time.perf_counter() - start
@@ -289,7 +290,7 @@ def run_command(
     source = Path(constitution) if constitution else stages.run_constitution()
     t = time.perf_counter()
     try:
-        compiled = stages.compile_stage(source, deployment, target, out, smt)
+        compiled = stages.compile_stage(source, deployment, target, out, smt.budget())
     except CaiError as exc:
         raise SystemExit(report_error(exc)) from None
     times["compile"] = time.perf_counter() - t
@@ -297,7 +298,7 @@ def run_command(
           f"({len(compiled.program.principles)} principles, {times['compile']:.0f} s)")
     print("[3] SL-CAI: generate -> gate (quality, policy score) / canonical openings -> LoRA SFT")
     t = time.perf_counter()
-    code = run_sl_stage(source, deployment, target, out, smt_budget=smt)
+    code = run_sl_stage(source, deployment, target, out, smt_budget=smt.budget())
     times["SL-CAI"] = time.perf_counter() - t
     if code != EXIT_OK:
         raise SystemExit(code)
@@ -306,7 +307,7 @@ def run_command(
     print(f"[4] RL-CAI: labels (signal check) -> {step} -> held-out evaluation base -> SL -> RL -> report")
     adapter = out / "adapter"
     t = time.perf_counter()
-    code, effect = _rl_job(source, deployment, target, out, adapter if adapter.is_dir() else None, budget, smt)
+    code, effect = _rl_job(source, deployment, target, out, adapter if adapter.is_dir() else None, budget, smt.budget())
     times["RL-CAI + evaluation"] = time.perf_counter() - t
     if effect is not None:
         times["evaluation"] = effect.seconds
