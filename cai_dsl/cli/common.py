@@ -13,8 +13,8 @@ from cai_dsl.diagnostics.render import RenderContext, render
 
 
 #: The SMT budget options of every command that runs the checker (defaults: ``[tool.cai]``, then 10 s / 300 s).
-SMT_TIMEOUT = typer.Option(None, "--smt-timeout", min=0.001, help="seconds per SMT query [default: 10, or [tool.cai] smt-timeout]")
-SMT_BUDGET = typer.Option(None, "--smt-budget", min=0.001, help="seconds of SMT for the whole run [default: 300, or [tool.cai] smt-budget]")
+SMT_TIMEOUT = typer.Option(None, "--smt-timeout", min=0.001, help="seconds per SMT query [default: 10, or \\[tool.cai] smt-timeout]")
+SMT_BUDGET = typer.Option(None, "--smt-budget", min=0.001, help="seconds of SMT for the whole run [default: 300, or \\[tool.cai] smt-budget]")
 
 
 def lint_config(smt_timeout: float | None, smt_budget: float | None, select: tuple[str, ...] = (), ignore: tuple[str, ...] = ()):
