@@ -34,11 +34,13 @@ def check(
     semantic: bool = True,
     operational: bool = True,
     budget: Budget | None = None,
+    strict_undecided: bool = False,
     on_stage: Callable[[str], None] | None = None,
 ) -> list[Diagnostic]:
     """All diagnostics of a resolved constitution: names (from resolution), semantics
     per deployment (SMT, within ``budget`` when given), operationalizability lints; suppressions
-    applied, sorted. ``on_stage(label)`` is told each stage as it starts (the CLI's progress)."""
+    applied, sorted. With ``strict_undecided`` an undecided query that could hide an error is an error
+    (CAI220; the compiler's check). ``on_stage(label)`` is told each stage as it starts (the CLI's progress)."""
     stage = on_stage or (lambda label: None)
     diagnostics = list(constitution.diagnostics)
     names = list(deployments) if deployments is not None else list(constitution.deployments)
@@ -49,7 +51,7 @@ def check(
                 deployment = constitution.deployments.get(name)
                 if deployment is not None:
                     stage(f"deployment {name}: contradictions (SMT)")
-                    diagnostics.extend(check_deployment(space, deployment, budget))
+                    diagnostics.extend(check_deployment(space, deployment, budget, strict=strict_undecided))
         if operational:
             stage("operational and observability lints")
             diagnostics.extend(lint_constitution(constitution, deployments))

@@ -10,7 +10,9 @@ queries of :mod:`cai_dsl.semantics.smt`; each finding carries a witness where on
 * CAI209 final-principle-loses: a final principle does not win a clash it takes part in
   (the witness is the scenario where it loses or nothing resolves the clash).
 * CAI220 undecided: a query ran out of its time budget (per query or the run's); its
-  answer is taken as "no finding" and the diagnostic says what could not be decided.
+  answer is taken as "no finding" and the diagnostic says what could not be decided. With
+  ``strict`` (the compiler's check), one whose answer could hide an error (:data:`HIDES_ERROR`,
+  or the run's budget spent) is an error.
 * CAI207 unreachable-conflict-branch: a branch (or ``otherwise``) of a conflict rule of
   the root file never decides, or the rule's pair never clashes.
 """
@@ -213,8 +215,17 @@ _QUESTIONS = {
 }
 
 
-def _undecided(model: DeploymentModel) -> list[Diagnostic]:
-    """CAI220 per query the solver could not decide in time (one for all skipped once the run's budget ran out)."""
+#: The queries whose undecided answer could hide an error: CAI204 (reachable), CAI201/CAI203 (co-active,
+#: clash), CAI209 (final). The others could hide a warning only (an undecided never-active principle is
+#: still checked as active).
+HIDES_ERROR = frozenset({"reachable", "co-active", "clash", "final"})
+
+_REFUSED = " (the answer could hide an error)"
+
+
+def _undecided(model: DeploymentModel, strict: bool = False) -> list[Diagnostic]:
+    """CAI220 per query the solver could not decide in time (one for all skipped once the run's budget ran out);
+    with ``strict``, an error where the answer could hide one."""
     out = []
     seen: set[tuple[str, tuple[str, ...]]] = set()
     skipped = [u for u in model.undecided if u.run_exhausted]
@@ -225,10 +236,12 @@ def _undecided(model: DeploymentModel) -> list[Diagnostic]:
         seen.add((u.query, u.principles))
         question = _QUESTIONS[u.query].format(*(f"`{p}`" for p in u.principles))
         principle = model.principles.get(u.principles[0]) if u.principles else None
+        refused = strict and u.query in HIDES_ERROR
         out.append(
             rules.UNDECIDED(
-                f"could not decide within {u.seconds:g} s {question} in deployment `{name}`",
+                f"could not decide within {u.seconds:g} s {question} in deployment `{name}`" + (_REFUSED if refused else ""),
                 principle.id.span if principle is not None else model.deployment.span,
+                severity="error" if refused else None,
                 deployment=name,
                 principles=list(u.principles),
                 help="raise the per-query budget (`--smt-timeout`, `[tool.cai] smt-timeout`) or simplify the conditions",
@@ -240,8 +253,9 @@ def _undecided(model: DeploymentModel) -> list[Diagnostic]:
         out.append(
             rules.UNDECIDED(
                 f"could not decide within {first.seconds:g} s (the run's SMT budget ran out): the remaining checks of "
-                f"deployment `{name}` were skipped, starting with {about}",
+                f"deployment `{name}` were skipped, starting with {about}" + (_REFUSED if strict else ""),
                 model.deployment.span,
+                severity="error" if strict else None,
                 deployment=name,
                 principles=list(first.principles),
                 help="raise the run's budget (`--smt-budget`, `[tool.cai] smt-budget`) or lint fewer files at once",
@@ -251,14 +265,15 @@ def _undecided(model: DeploymentModel) -> list[Diagnostic]:
 
 
 def check_deployment(
-    space: ScenarioSpace, deployment: ResolvedDeployment, budget: Budget | None = None
+    space: ScenarioSpace, deployment: ResolvedDeployment, budget: Budget | None = None, *, strict: bool = False
 ) -> list[Diagnostic]:
     """Semantic diagnostics of one deployment (CAI2xx), each with a witness where one exists; with a
-    ``budget``, queries that run out of time become CAI220 diagnostics instead of findings."""
+    ``budget``, queries that run out of time become CAI220 diagnostics instead of findings (errors, with
+    ``strict``, where they could hide one)."""
     model = DeploymentModel(space, deployment, budget)
     name = deployment.name
     if model.reachable() is None:
-        return _undecided(model) if model.last_undecided else [_unsatisfiable(space.constitution, deployment)]
+        return _undecided(model, strict) if model.last_undecided else [_unsatisfiable(space.constitution, deployment)]
     return [
         *priority_cycles(deployment),
         *_self_clashes(model, name),
@@ -267,5 +282,5 @@ def check_deployment(
         *_shadowed(model, name),
         *_final_loses(model, name),
         *_idle_rules(model, name),
-        *_undecided(model),
+        *_undecided(model, strict),
     ]

@@ -8,15 +8,11 @@ from typing import List, Optional
 
 import typer
 
-from cai_dsl.cli.common import const_files, fail_missing, print_diagnostics
+from cai_dsl.cli.common import SMT_BUDGET, SMT_TIMEOUT, const_files, fail_missing, lint_config, print_diagnostics
 from cai_dsl.diagnostics.render import FORMATS
 
 #: The formats of ``cai test`` (a subset of :data:`FORMATS`: its report is not diagnostics only).
 TEST_FORMATS: tuple[str, ...] = ("text", "json")
-
-#: The SMT budget options of ``cai lint``, ``cai test`` and ``cai explain`` (defaults: ``[tool.cai]``, then 10 s / 300 s).
-SMT_TIMEOUT = typer.Option(None, "--smt-timeout", min=0.001, help="seconds per SMT query [default: 10, or [tool.cai] smt-timeout]")
-SMT_BUDGET = typer.Option(None, "--smt-budget", min=0.001, help="seconds of SMT for the whole run [default: 300, or [tool.cai] smt-budget]")
 
 
 def register(app: typer.Typer) -> None:
@@ -35,20 +31,6 @@ def _check_format(command: str, fmt: str, allowed: tuple[str, ...]) -> None:
 
 def _codes(values: list[str] | None) -> tuple[str, ...]:
     return tuple(c.strip() for v in values or [] for c in v.split(",") if c.strip())
-
-
-def _config(smt_timeout: float | None, smt_budget: float | None, select: tuple[str, ...] = (), ignore: tuple[str, ...] = ()):
-    """``[tool.cai]`` of the working directory with the command line's SMT budgets and rule selection on top."""
-    from cai_dsl.check.config import LintConfig, load_lint_config
-
-    config = load_lint_config()
-    return LintConfig(
-        select=select or config.select,
-        ignore=config.ignore + ignore,
-        severity=config.severity,
-        smt_timeout=smt_timeout or config.smt_timeout,
-        smt_budget=smt_budget or config.smt_budget,
-    )
 
 
 def _lint_one(path, deployment, only, config, budget, empirical, target, sources, on_stage) -> list:
@@ -96,7 +78,7 @@ def lint_command(
     _check_format("lint", fmt, tuple(FORMATS))
     files, missing = const_files(paths)
     fail_missing(missing)
-    config = _config(smt_timeout, smt_budget, select=_codes(select), ignore=_codes(ignore))
+    config = lint_config(smt_timeout, smt_budget, select=_codes(select), ignore=_codes(ignore))
     budget = config.budget()
     all_diags = []
     sources: dict[str, str] = {}
@@ -134,7 +116,7 @@ def test_command(
     _check_format("test", fmt, TEST_FORMATS)
     files, missing = const_files(paths)
     fail_missing(missing)
-    budget = _config(smt_timeout, smt_budget).budget()
+    budget = lint_config(smt_timeout, smt_budget).budget()
     counts = {"passed": 0, "failed": 0, "undecided": 0}
     report = []
     for path in files:
@@ -232,7 +214,7 @@ def explain_command(
     except ScenarioError as exc:
         print(f"cai explain: --given: {exc}", file=sys.stderr)
         raise SystemExit(2)
-    result = explain(constitution, deployment, scenario, _config(smt_timeout, smt_budget).budget())
+    result = explain(constitution, deployment, scenario, lint_config(smt_timeout, smt_budget).budget())
     if as_json:
         print(json.dumps(result.to_json(), indent=2))
         raise SystemExit(1 if result.undecided else 0)

@@ -1,7 +1,8 @@
 """`cai compile`, `cai export`, `cai import`: the compiler and interop on the command line.
 
-Exit codes: 0 success; 1 the constitution has errors (printed as diagnostics); 2 usage
-errors (missing file, unknown deployment, target or format, unreadable import input).
+Exit codes: 0 success; 1 the constitution has errors (printed as diagnostics), an SMT question that
+could hide an error undecided within the budget included (CAI220, ``--smt-timeout`` / ``--smt-budget``);
+2 usage errors (missing file, unknown deployment, target or format, unreadable import input).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Optional
 
 import typer
 
-from cai_dsl.cli.common import print_diagnostics
+from cai_dsl.cli.common import SMT_BUDGET, SMT_TIMEOUT, lint_config, print_diagnostics
 
 
 def register(app: typer.Typer) -> None:
@@ -69,8 +70,11 @@ def compile_command(
     output: Optional[str] = typer.Option(None, "--output", "-o", help="output file (a directory with --all); default: stdout"),
     warnings: bool = typer.Option(False, "--warnings", help="also print warnings"),
     no_check: bool = typer.Option(False, "--no-check", help="skip the semantic checker (resolution errors still stop)"),
+    smt_timeout: Optional[float] = SMT_TIMEOUT,
+    smt_budget: Optional[float] = SMT_BUDGET,
 ) -> None:
-    """Compile a deployment to a deterministic prompt program (canonical JSON, hashed, source-mapped)."""
+    """Compile a deployment to a deterministic prompt program (canonical JSON, hashed, source-mapped). A check
+    that could hide an error and is not decided within the SMT budget stops it (CAI220, exit 1)."""
     from cai_dsl.compile.compiler import CompileError, check_constitution, compile_program
     from cai_dsl.compile.interop import write_atomic
 
@@ -85,7 +89,7 @@ def compile_command(
     if no_check:
         diagnostics = list(constitution.diagnostics)
     else:
-        diagnostics = check_constitution(constitution, None if all_ else names)
+        diagnostics = check_constitution(constitution, None if all_ else names, lint_config(smt_timeout, smt_budget).budget())
     if _report(diagnostics, constitution, warnings):
         raise SystemExit(1)
     programs = {}
@@ -121,8 +125,11 @@ def export_command(
     ),
     target: Optional[str] = typer.Option(None, "--target", "-t", help="target (affects nothing exported; default smollm2-cpu)"),
     warnings: bool = typer.Option(False, "--warnings", help="also print warnings"),
+    smt_timeout: Optional[float] = SMT_TIMEOUT,
+    smt_budget: Optional[float] = SMT_BUDGET,
 ) -> None:
-    """Export a deployment's principles: Hugging Face CAI recipe, LangChain principles, comparison JSONL, or Anthropic's files."""
+    """Export a deployment's principles: Hugging Face CAI recipe, LangChain principles, comparison JSONL, or Anthropic's
+    files. Checked as by `cai compile`, within the same SMT budget."""
     from cai_dsl.compile.compiler import CompileError, check_constitution, compile_program
     from cai_dsl.compile.interop import EXPORT_FORMATS, export_files, export_text, write_atomic
 
@@ -130,7 +137,7 @@ def export_command(
         _usage(f"unknown --format `{fmt}` (formats: {', '.join(EXPORT_FORMATS)})")
     tgt, constitution = _load(path, target)
     name = _require_deployment(constitution, deployment)
-    diagnostics = check_constitution(constitution, [name])
+    diagnostics = check_constitution(constitution, [name], lint_config(smt_timeout, smt_budget).budget())
     if _report(diagnostics, constitution, warnings):
         raise SystemExit(1)
     try:

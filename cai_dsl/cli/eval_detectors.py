@@ -35,7 +35,7 @@ def _vocabulary() -> str:
 
 def _specs(path: str, deployment: Optional[str], behaviors: tuple[str, ...]) -> tuple[Any, Any]:
     """The behavior specs to measure and the program (None without ``deployment``), or exit 1/2."""
-    from cai_dsl.cli.common import print_diagnostics
+    from cai_dsl.cli.common import lint_config, print_diagnostics
     from cai_dsl.compile.compiler import compile_file
     from cai_dsl.lang.resolver import resolve
     from cai_dsl.run.policy.detectors import BehaviorSpec
@@ -53,7 +53,7 @@ def _specs(path: str, deployment: Optional[str], behaviors: tuple[str, ...]) -> 
     if deployment not in constitution.deployment_decls:
         known = ", ".join(constitution.deployment_decls) or "none"
         _fail(f"{path} has no deployment `{deployment}` (deployments: {known})")
-    program, diagnostics = compile_file(path, deployment)
+    program, diagnostics = compile_file(path, deployment, budget=lint_config(None, None).budget())
     if program is None:
         print_diagnostics([d for d in diagnostics if d.is_error], constitution.sources)
         raise SystemExit(1)

@@ -33,13 +33,13 @@ def _usage(message: str) -> None:
 
 def _prepare(path: str, deployment: Optional[str], target: Optional[str], seed: Optional[int] = None):
     """Compile or exit: diagnostics -> exit 1, bad input -> exit 2."""
-    from cai_dsl.cli.common import print_diagnostics
+    from cai_dsl.cli.common import lint_config, print_diagnostics
     from cai_dsl.run.sl import SLCompileError, SLError, prepare_job
 
     if not deployment:
         _usage("name a deployment with --deployment")
     try:
-        return prepare_job(path, deployment, target, seed=seed)
+        return prepare_job(path, deployment, target, seed=seed, smt_budget=lint_config(None, None).budget())
     except SLCompileError as exc:
         print_diagnostics(exc.diagnostics, exc.sources)
         raise SystemExit(1)

@@ -18,7 +18,7 @@ from typing import Optional
 
 import typer
 
-from cai_dsl.cli.common import print_diagnostics
+from cai_dsl.cli.common import SMT_BUDGET, SMT_TIMEOUT, lint_config, print_diagnostics
 from cai_dsl.cli.errors import report_error
 from cai_dsl.core.errors import EXIT_OK, CaiError
 from cai_dsl.pipeline import effect as effect_mod
@@ -28,6 +28,7 @@ from cai_dsl.run.eval.verdict import align
 from cai_dsl.run.feedback import LabelSummary
 from cai_dsl.run.sl_gate import acceptance_rates
 from cai_dsl.run.train.rl_stage import RLResult
+from cai_dsl.semantics.budget import Budget
 
 __all__ = ["print_effect", "register", "run_command", "run_rl_stage", "run_sl_stage"]
 
@@ -109,11 +110,12 @@ def run_sl_stage(
     budget: stages.SLBudget = stages.SLBudget(),
     *,
     progress: bool = True,
+    smt_budget: Budget | None = None,
 ) -> int:
-    """`cai run`'s SL-CAI stage with its summary printed; returns the exit code."""
+    """`cai run`'s SL-CAI stage with its summary printed (the check within ``smt_budget``); returns the exit code."""
     out = Path(out)
     try:
-        data = stages.sl_data(source, deployment, target, out, budget, progress=progress)
+        data = stages.sl_data(source, deployment, target, out, budget, progress=progress, smt_budget=smt_budget)
         _print_sl_data(data)
         tuned = stages.sl_finetune(out, data, budget, progress=progress)
         _print_sl_finetune(tuned)
@@ -220,11 +222,12 @@ def _rl_stages(program, scorer, base: Path, sl_adapter: Path | None, budget: rla
     return effect
 
 
-def _rl_job(source, deployment: str, target: str, out: Path, sl_adapter: Path | None, budget: rlaif.JobBudget):
+def _rl_job(source, deployment: str, target: str, out: Path, sl_adapter: Path | None, budget: rlaif.JobBudget,
+            smt_budget: Budget | None = None):
     """The RL-CAI stage: (exit code, the evaluation's Effect or None)."""
     base = Path(out) / "rlaif"
     try:
-        compiled = stages.compile_stage(Path(source), deployment, target, Path(out))
+        compiled = stages.compile_stage(Path(source), deployment, target, Path(out), smt_budget)
     except CaiError as exc:
         errors = [d for d in getattr(exc, "diagnostics", None) or () if d.is_error]
         if errors:
@@ -251,9 +254,11 @@ def run_rl_stage(
     out: Path,
     sl_adapter: Path | None,
     budget: rlaif.JobBudget | None = None,
+    smt_budget: Budget | None = None,
 ) -> int:
-    """`cai run`'s RL-CAI stage into ``out/rlaif`` with its summary printed; returns the exit code."""
-    return _rl_job(source, deployment, target, out, sl_adapter, budget or rlaif.JobBudget())[0]
+    """`cai run`'s RL-CAI stage into ``out/rlaif`` with its summary printed (compiled within ``smt_budget``);
+    returns the exit code."""
+    return _rl_job(source, deployment, target, out, sl_adapter, budget or rlaif.JobBudget(), smt_budget)[0]
 
 
 # ---------------------------------------------------------------------------------------------- cai run
@@ -264,12 +269,17 @@ def run_command(
     constitution: Optional[str] = typer.Option(None, "--constitution", help="default: the standard library's harmless-helpful.const"),
     deployment: str = typer.Option("base", "--deployment", "-d"),
     target: str = typer.Option("smollm2-cpu", "--target"),
+    smt_timeout: Optional[float] = SMT_TIMEOUT,
+    smt_budget: Optional[float] = SMT_BUDGET,
 ) -> None:
     """Run the main job: check the standard library, compile, SL-CAI, RL-CAI, then the base -> SL -> RL table
-    on held-out prompts and the verdict against the target."""
+    on held-out prompts and the verdict against the target. Each check (library, compile, SL, RL) has its own
+    SMT budget (a run budget's clock is wall time, and training lies between them); a check that could hide
+    an error and is not decided in time stops the run (CAI220, exit 1)."""
     start = time.perf_counter()
     times: dict[str, float] = {}
-    library = stages.check_library()
+    smt = lint_config(smt_timeout, smt_budget)
+    library = stages.check_library(smt_budget=smt.budget())
     for checked in library.files:
         print_diagnostics(list(checked.errors), dict(checked.sources))
     times["check"] = time.perf_counter() - start
@@ -280,7 +290,7 @@ def run_command(
     source = Path(constitution) if constitution else stages.run_constitution()
     t = time.perf_counter()
     try:
-        compiled = stages.compile_stage(source, deployment, target, out)
+        compiled = stages.compile_stage(source, deployment, target, out, smt.budget())
     except CaiError as exc:
         raise SystemExit(report_error(exc)) from None
     times["compile"] = time.perf_counter() - t
@@ -288,7 +298,7 @@ def run_command(
           f"({len(compiled.program.principles)} principles, {times['compile']:.0f} s)")
     print("[3] SL-CAI: generate -> gate (quality, policy score) / canonical openings -> LoRA SFT")
     t = time.perf_counter()
-    code = run_sl_stage(source, deployment, target, out)
+    code = run_sl_stage(source, deployment, target, out, smt_budget=smt.budget())
     times["SL-CAI"] = time.perf_counter() - t
     if code != EXIT_OK:
         raise SystemExit(code)
@@ -297,7 +307,7 @@ def run_command(
     print(f"[4] RL-CAI: labels (signal check) -> {step} -> held-out evaluation base -> SL -> RL -> report")
     adapter = out / "adapter"
     t = time.perf_counter()
-    code, effect = _rl_job(source, deployment, target, out, adapter if adapter.is_dir() else None, budget)
+    code, effect = _rl_job(source, deployment, target, out, adapter if adapter.is_dir() else None, budget, smt.budget())
     times["RL-CAI + evaluation"] = time.perf_counter() - t
     if effect is not None:
         times["evaluation"] = effect.seconds

@@ -65,7 +65,7 @@ def _guarded(command: str):
 
 def _compile(command: str, path: str, deployment: str, target: Optional[str]):
     """The compiled program, or a usage error / printed diagnostics."""
-    from cai_dsl.cli.common import print_diagnostics
+    from cai_dsl.cli.common import lint_config, print_diagnostics
     from cai_dsl.compile.compiler import compile_file
     from cai_dsl.lang.resolver import resolve
     from cai_dsl.compile.targets import TargetError
@@ -73,7 +73,7 @@ def _compile(command: str, path: str, deployment: str, target: Optional[str]):
     if not os.path.isfile(path):
         _fail(command, f"no such file: {path}")
     try:
-        program, diagnostics = compile_file(path, deployment, target)
+        program, diagnostics = compile_file(path, deployment, target, budget=lint_config(None, None).budget())
     except TargetError as exc:
         _fail(command, str(exc))
     if program is None:

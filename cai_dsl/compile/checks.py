@@ -9,13 +9,19 @@ from cai_dsl.check.checker import check
 from cai_dsl.diagnostics import rules
 from cai_dsl.diagnostics import Diagnostic, Related
 from cai_dsl.lang.resolver import Constitution, ResolvedDeployment
+from cai_dsl.semantics.budget import Budget
 
 __all__ = ["check_constitution", "compiler_checks", "priority_ranks"]
 
 
-def check_constitution(constitution: Constitution, deployments: Iterable[str] | None = None) -> list[Diagnostic]:
-    """All diagnostics of the checker (names, SMT semantics, lints), resolution's included."""
-    found = list(check(constitution, deployments=list(deployments) if deployments is not None else None))
+def check_constitution(
+    constitution: Constitution, deployments: Iterable[str] | None = None, budget: Budget | None = None
+) -> list[Diagnostic]:
+    """All diagnostics of the checker (names, SMT semantics, lints), resolution's included; every SMT query
+    within ``budget`` (default: a fresh :class:`Budget`, 10 s per query and 300 s in all). A query that could
+    hide an error and is not decided in time is an error (CAI220): the program is not compiled on a guess."""
+    names = list(deployments) if deployments is not None else None
+    found = list(check(constitution, deployments=names, budget=budget or Budget(), strict_undecided=True))
     seen = {(d.code, d.message, d.span) for d in found}
     # the checker includes resolution's diagnostics; keep any it might not have
     for d in constitution.diagnostics:

@@ -45,6 +45,7 @@ from cai_dsl.diagnostics import rules
 from cai_dsl.diagnostics import Diagnostic, DiagnosticError
 from cai_dsl.lang import ast
 from cai_dsl.lang.resolver import Constitution, ResolvedDeployment, resolve
+from cai_dsl.semantics.budget import Budget
 
 __all__ = [
     "CompileError",
@@ -415,18 +416,20 @@ def compile_program(
     seed: int | None = None,
     check: bool = True,
     diagnostics: list[Diagnostic] | None = None,
+    budget: Budget | None = None,
     _cache: dict | None = None,
 ) -> Program:
     """Compile one deployment for ``target`` (a Target, a packaged name, a TOML path; default smollm2-cpu).
 
     ``seed`` overrides the deployment's ``set seed``. Raises :class:`CompileError` with every
     diagnostic if the constitution has errors (checked unless ``check=False``, or ``diagnostics``
-    already holds the checker's findings) or the deployment does not exist; raises
+    already holds the checker's findings; SMT within ``budget``, see :func:`check_constitution`) or the
+    deployment does not exist; raises
     :class:`cai_dsl.compile.targets.TargetError` for a bad target.
     """
     target = load_target(target)
     if diagnostics is None:
-        diagnostics = check_constitution(constitution, [deployment_name]) if check else list(constitution.diagnostics)
+        diagnostics = check_constitution(constitution, [deployment_name], budget) if check else list(constitution.diagnostics)
     errors = [d for d in diagnostics if d.is_error]
     if errors:
         raise CompileError(errors)
@@ -459,13 +462,14 @@ def compile_all(
     *,
     seed: int | None = None,
     check: bool = True,
+    budget: Budget | None = None,
 ) -> tuple[dict[str, Program], list[Diagnostic]]:
-    """Every deployment of the root file, checked once; ({}, diagnostics) when there are errors.
+    """Every deployment of the root file, checked once (SMT within ``budget``); ({}, diagnostics) when there are errors.
 
     Principles shared by several deployments (no override) are translated once.
     """
     target = load_target(target)
-    diagnostics = check_constitution(constitution) if check else list(constitution.diagnostics)
+    diagnostics = check_constitution(constitution, None, budget) if check else list(constitution.diagnostics)
     if any(d.is_error for d in diagnostics):
         return {}, diagnostics
     programs: dict[str, Program] = {}
@@ -485,14 +489,15 @@ def compile_file(
     *,
     seed: int | None = None,
     check: bool = True,
+    budget: Budget | None = None,
 ) -> tuple[Program | None, list[Diagnostic]]:
-    """Resolve, check and compile; the program is None when any diagnostic is an error.
+    """Resolve, check (SMT within ``budget``) and compile; the program is None when any diagnostic is an error.
 
     Returns every diagnostic (warnings too). A bad target raises :class:`TargetError`.
     """
     target = load_target(target_name)
     constitution = resolve(os.fspath(path))
-    diagnostics = check_constitution(constitution, [deployment]) if check else list(constitution.diagnostics)
+    diagnostics = check_constitution(constitution, [deployment], budget) if check else list(constitution.diagnostics)
     if any(d.is_error for d in diagnostics):
         return None, diagnostics
     try:

@@ -35,6 +35,7 @@ from cai_dsl.run.prepare import Job, prepare_job
 from cai_dsl.run.sl import SLResult, run_sl
 from cai_dsl.run.sl_loop import SLOptions
 from cai_dsl.run.train.sft import SFTOptions, SFTResult, train_sft
+from cai_dsl.semantics.budget import Budget
 
 __all__ = [
     "Compiled",
@@ -101,16 +102,18 @@ class LibraryCheck:
         return not self.errors and not self.failed
 
 
-def check_library(directory: Path | None = None) -> LibraryCheck:
-    """Lint every `.const` file under ``directory`` (default: the standard library) and run its tests."""
+def check_library(directory: Path | None = None, smt_budget: Budget | None = None) -> LibraryCheck:
+    """Lint every `.const` file under ``directory`` (default: the standard library) and run its tests, every
+    SMT query within ``smt_budget`` (default: a fresh :class:`Budget`); undecided is an error, never a pass."""
+    budget = smt_budget or Budget()
     files = sorted((directory or stdlib_dir()).rglob("*.const"))
     checked: list[FileCheck] = []
     passed = failed = 0
     for path in files:
         constitution = resolve(str(path))
-        errors = [d for d in check(constitution) if d.is_error]
+        errors = [d for d in check(constitution, budget=budget, strict_undecided=True) if d.is_error]
         if not errors:
-            results = run_tests(constitution)
+            results = run_tests(constitution, budget)
             passed += sum(r.passed for r in results)  # a vacuous case passes, with a warning (CAI403)
             failed += sum(not r.passed for r in results)
             errors = [d for d in failures_as_diagnostics(results) if d.is_error]
@@ -132,13 +135,14 @@ class Compiled:
     path: Path
 
 
-def compile_stage(source: Path, deployment: str, target: str, out: Path) -> Compiled:
-    """Compile ``deployment`` of ``source`` for ``target`` into ``out/<deployment>.program.json``.
+def compile_stage(source: Path, deployment: str, target: str, out: Path, smt_budget: Budget | None = None) -> Compiled:
+    """Compile ``deployment`` of ``source`` for ``target`` into ``out/<deployment>.program.json`` (checked
+    within ``smt_budget``).
 
     Raises :class:`CompileError` with every diagnostic when the constitution has errors, and
     :class:`~cai_dsl.compile.targets.TargetError` for a bad target.
     """
-    program, diagnostics = compile_file(str(source), deployment, target)
+    program, diagnostics = compile_file(str(source), deployment, target, budget=smt_budget)
     if program is None:
         raise CompileError(list(diagnostics))
     out.mkdir(parents=True, exist_ok=True)
@@ -202,10 +206,18 @@ class SLData:
 
 
 def sl_data(
-    source: str | Path, deployment: str, target: str, out: Path, budget: SLBudget = SLBudget(), *, progress: bool = True
+    source: str | Path,
+    deployment: str,
+    target: str,
+    out: Path,
+    budget: SLBudget = SLBudget(),
+    *,
+    progress: bool = True,
+    smt_budget: Budget | None = None,
 ) -> SLData:
-    """Run SL-CAI on a seeded sample of the packaged prompts into ``out/sl-data.jsonl`` (resumable)."""
-    job = prepare_job(source, deployment, target)
+    """Run SL-CAI on a seeded sample of the packaged prompts into ``out/sl-data.jsonl`` (resumable; the
+    constitution checked within ``smt_budget``)."""
+    job = prepare_job(source, deployment, target, smt_budget=smt_budget)
     program = job.program
     rounds = min(budget.rounds, program.critique_revision.rounds) if program.critique_revision.rounds else 0
     items = sample_prompts(budget.prompts, seed=program.provenance.seed, helpful_fraction=budget.helpful_fraction,

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from cai_dsl.compile.ir import Program
+from cai_dsl.semantics.budget import Budget
 from cai_dsl.run.errors import SLCompileError, SLError
 
 __all__ = ["Job", "prepare_job"]
@@ -28,9 +29,15 @@ class Job:
 
 
 def prepare_job(
-    source: str | os.PathLike[str], deployment: str, target: str | None = None, *, seed: int | None = None
+    source: str | os.PathLike[str],
+    deployment: str,
+    target: str | None = None,
+    *,
+    seed: int | None = None,
+    smt_budget: Budget | None = None,
 ) -> Job:
-    """Resolve, check and compile ``deployment`` of ``source`` for ``target``.
+    """Resolve, check (SMT within ``smt_budget``, default a fresh :class:`Budget`) and compile ``deployment``
+    of ``source`` for ``target``.
 
     Raises :class:`SLError` for a missing file, an unknown deployment or target, and
     :class:`SLCompileError` (with the diagnostics) when the constitution has errors.
@@ -55,7 +62,7 @@ def prepare_job(
             raise SLCompileError(errors, constitution.sources)
         known = ", ".join(constitution.deployment_decls) or "none"
         raise SLError(f"{source} has no deployment `{deployment}` (deployments: {known})")
-    diagnostics = check_constitution(constitution, [deployment])
+    diagnostics = check_constitution(constitution, [deployment], smt_budget)
     if any(d.is_error for d in diagnostics):
         raise SLCompileError([d for d in diagnostics if d.is_error], constitution.sources)
     try:

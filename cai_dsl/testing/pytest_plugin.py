@@ -7,25 +7,31 @@ Fixtures:
 
 Marker-free helper: ``assert_constitution_passes(path)`` lints with zero errors and
 runs the file's own `test`/`property` blocks, failing with counter-examples.
+Every SMT query runs within a :class:`~cai_dsl.semantics.budget.Budget` (default 10 s per
+query, 300 s per call); what could hide an error and is not decided in time fails.
 """
 
 from __future__ import annotations
 
 import pytest
 
+from cai_dsl.semantics.budget import Budget
 from cai_dsl.testing.strategies import ConstitutionErrors, LoadedConstitution, load
 
 
-def assert_constitution_passes(path) -> LoadedConstitution:
-    """Lint ``path`` (errors fail) and run its tests and properties (failures fail)."""
+def assert_constitution_passes(path, budget: Budget | None = None) -> LoadedConstitution:
+    """Lint ``path`` (errors fail) and run its tests and properties (failures fail), every SMT query within
+    ``budget`` (default: a fresh :class:`Budget`); an undecided expectation, or an undecided check that could
+    hide an error (CAI404, CAI220), fails too."""
     from cai_dsl.check.checker import check
     from cai_dsl.diagnostics.render import render_text
     from cai_dsl.check.tests import failures_as_diagnostics, run_tests
 
     loaded = load(path)
     constitution = loaded.constitution
-    errors = [d for d in check(constitution) if d.is_error]
-    errors += [d for d in failures_as_diagnostics(run_tests(constitution)) if d.is_error]
+    budget = budget or Budget()
+    errors = [d for d in check(constitution, budget=budget, strict_undecided=True) if d.is_error]
+    errors += [d for d in failures_as_diagnostics(run_tests(constitution, budget)) if d.is_error]
     if errors:
         pytest.fail(render_text(errors, constitution.sources), pytrace=False)
     return loaded
@@ -47,7 +53,7 @@ def lint_constitution():
     from cai_dsl.check.checker import check
     from cai_dsl.lang.resolver import resolve
 
-    def _lint(path, deployments=None):
-        return check(resolve(str(path)), deployments)
+    def _lint(path, deployments=None, budget: Budget | None = None):
+        return check(resolve(str(path)), deployments, budget=budget or Budget())
 
     return _lint

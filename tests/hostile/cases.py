@@ -183,7 +183,7 @@ def pigeonhole_text(where: str = "assume", n: int = 15) -> str:
 
 
 def pigeonhole(folder: Path) -> Path:
-    """The pigeonhole set in the assumptions (not in :data:`CASES`: only the commands with an SMT budget take it)."""
+    """The pigeonhole set in the assumptions: every query about ``base`` is hard for z3."""
     return _const(folder, pigeonhole_text("assume"))
 
 
@@ -193,6 +193,6 @@ CASES: dict[str, Callable[[Path], Path]] = {
         deep_parens, deep_not, extends_reverse, extends_cycle, import_chain, import_cycle, long_line,
         many_principles, wide_facets, wide_values, priority_chain, binary, nul_bytes, huge_sparse, lookalike,
         bidi, control_tokens, lone_surrogate, import_outside, import_dotdot, import_device, symlink_to_device,
-        fifo, directory_named_const,
+        fifo, directory_named_const, pigeonhole,
     )
 }

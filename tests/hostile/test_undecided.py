@@ -1,4 +1,5 @@
-"""Issue #13: `cai test` and `cai explain` within the SMT budget of `cai lint` (one regression test per case).
+"""Issue #13: `cai test`, `cai explain`, `cai compile`, `cai export`, `cai run`'s checks and
+`assert_constitution_passes` within the SMT budget of `cai lint` (one regression test per case).
 
 The input is the pigeonhole set (15 facets over 14 values, pairwise distinct), which z3 takes minutes to refute.
 The command-line cases run `cai` in a subprocess whose timeout is the guard: with the budget the command
@@ -110,3 +111,86 @@ def test_lint_test_explain_on_the_pigeonhole_set_are_bounded(tmp_path):
         assert_plain(outcome, bound_s=60)
         assert outcome.code == 1 or args[0] == "lint", outcome.text[-2000:]
         assert "could not decide within" in outcome.text, outcome.text[-2000:]
+
+
+# -- cai compile, cai export, cai run's stages, assert_constitution_passes: an undecided check that could hide an
+#    error refuses (CAI220 as an error, exit 1), one that could hide a warning only does not
+
+
+REFUSED = ("error[CAI220] undecided: could not decide within 0.5 s whether its assumptions admit any scenario in "
+           "deployment `base` (the answer could hide an error)")
+
+
+def test_pigeonhole_compile_refuses_with_undecided_error_and_writes_nothing(tmp_path):
+    path, out = _write(tmp_path, "assume"), tmp_path / "program.json"
+    proc = _cai("compile", str(path), "-d", "base", "-o", str(out), "--smt-timeout", "0.5", "--smt-budget", "20")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert REFUSED in proc.stderr and "`--smt-timeout`" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr and not out.exists()
+
+
+def test_pigeonhole_compile_all_with_the_default_budget_is_bounded(tmp_path):
+    path = _write(tmp_path, "assume")
+    proc = _cai("compile", str(path), "--all", "-o", str(tmp_path / "out"))  # 10 s per query, 300 s in all
+    assert proc.returncode == 1 and "error[CAI220]" in proc.stderr and "within 10 s" in proc.stderr, proc.stderr
+    assert not (tmp_path / "out" / "base.json").exists()
+
+
+def test_pigeonhole_export_refuses_with_undecided_error(tmp_path):
+    path, out = _write(tmp_path, "assume"), tmp_path / "export.jsonl"
+    proc = _cai("export", str(path), "-d", "base", "-f", "jsonl", "-o", str(out), "--smt-timeout", "0.5")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert REFUSED in proc.stderr and "Traceback" not in proc.stderr and not out.exists()
+
+
+def test_pigeonhole_export_smt_timeout_from_tool_cai(tmp_path):
+    path = _write(tmp_path, "assume")
+    (tmp_path / "pyproject.toml").write_text("[tool.cai]\nsmt-timeout = 0.5\n", encoding="utf-8")
+    proc = _cai("export", str(path), "-d", "base", "-f", "jsonl", cwd=tmp_path)
+    assert proc.returncode == 1 and REFUSED in proc.stderr, proc.stdout + proc.stderr
+
+
+def test_pigeonhole_compile_proceeds_when_only_a_warning_is_undecided(tmp_path):
+    """``when``: only whether `hard.p` is ever active (CAI205, a warning) is hard; the program does not depend on it."""
+    path, out = _write(tmp_path, "when"), tmp_path / "program.json"
+    proc = _cai("compile", str(path), "-d", "base", "-o", str(out), "--warnings", "--smt-timeout", "0.5")
+    assert proc.returncode == 0, proc.stderr
+    assert ("warning[CAI220] undecided: could not decide within 0.5 s whether `hard.p` is ever active in deployment "
+            "`base` [base]") in proc.stderr and "could hide an error" not in proc.stderr and out.is_file()
+
+
+def test_compile_with_a_spent_run_budget_refuses_naming_the_skipped_checks(tmp_path):
+    from cai_dsl.compile.compiler import compile_file
+
+    program, diags = compile_file(_write(tmp_path, "when"), "base", budget=Budget(query_seconds=1e-6, run_seconds=1e-6))
+    assert program is None
+    [d] = [d for d in diags if d.is_error]
+    assert d.code == "CAI220" and "the run's SMT budget ran out" in d.message and "`--smt-budget`" in d.help
+
+
+def test_assert_constitution_passes_fails_on_the_pigeonhole_set(tmp_path):
+    import pytest
+
+    from cai_dsl.testing.pytest_plugin import assert_constitution_passes
+
+    with pytest.raises(pytest.fail.Exception) as failed:
+        assert_constitution_passes(_write(tmp_path, "assume"), Budget(query_seconds=0.5, run_seconds=5))
+    assert "CAI220" in str(failed.value) and "CAI404" in str(failed.value)
+
+
+def test_cai_run_library_check_counts_undecided_as_failed(tmp_path):
+    from cai_dsl.pipeline.main import check_library
+
+    _write(tmp_path, "assume")
+    library = check_library(tmp_path, Budget(query_seconds=0.5, run_seconds=5))
+    assert not library.ok and {d.code for f in library.files for d in f.errors} == {"CAI220"}
+
+
+def test_pigeonhole_compile_goes_on_only_where_an_ignore_comment_accepts_the_undecided_check(tmp_path):
+    from cai_dsl.compile.compiler import compile_file
+
+    path = tmp_path / "accepted.const"
+    path.write_text(pigeonhole_text("assume").replace("deployment base {", "# cai: ignore[CAI220]\ndeployment base {"),
+                    encoding="utf-8")
+    program, diags = compile_file(path, "base", budget=Budget(query_seconds=0.5, run_seconds=5))
+    assert program is not None and not any(d.code == "CAI220" for d in diags)
