@@ -196,7 +196,15 @@ def _rl_stages(program, scorer, base: Path, sl_adapter: Path | None, budget: rla
 
     t = time.perf_counter()
     if budget.rl_algo == "dpo":
-        pairs = rlaif.rl_dpo_pairs(program, scorer, base, labels, rlaif.sl_records(base.parent))
+        records = rlaif.sl_records(base.parent)
+        onpolicy = rlaif.rl_onpolicy(program, scorer, base, labels, records, sl_adapter, budget)
+        if onpolicy is not None:
+            _say(f"[rl 2/5] on-policy: base and SL answered {onpolicy.answers} unused training prompts greedily; the SL "
+                 f"model's mistakes became {onpolicy.harmful} harmful-compliance pairs (learned refusal over its answer) + "
+                 f"{onpolicy.over_refusal} over-refusal pairs (the base answer over its refusal), balanced by "
+                 f"{onpolicy.answer} of its good answers over a learned refusal; {onpolicy.dropped} not separated by the "
+                 f"policy score, dropped ({time.perf_counter() - t:.0f} s)")
+        pairs = rlaif.rl_dpo_pairs(program, scorer, base, labels, records, onpolicy)
         c = pairs.contrast
         _say(f"[rl 2/5] DPO pairs: {len(pairs.pairs)} = {pairs.labels} labelled with a preference + {c.revision} revision "
              f"(revision over initial) + {c.refusal} refusal (learned refusal over initial) + {c.over_refusal} "

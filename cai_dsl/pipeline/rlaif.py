@@ -31,20 +31,20 @@ from cai_dsl.core.files import write_atomic
 from cai_dsl.core.records import dump_record, read_jsonl
 from cai_dsl.pipeline.effect import Effect, effect_stage
 from cai_dsl.pipeline.report import write_report
-from cai_dsl.run.eval import EvalOptions, SetLimits
-from cai_dsl.run.data import sample_prompts
+from cai_dsl.run.eval import EvalOptions, SetLimits, eval_sets, evaluate_models
+from cai_dsl.run.data import sample_prompts, split_of
 from cai_dsl.run.feedback import LabelSummary, PromptItem, label_pairs
 from cai_dsl.run.errors import RLAIFError
 from cai_dsl.run.policy.detectors import DetectorSet
 from cai_dsl.run.policy.score import PolicyScorer
 from cai_dsl.run.prompts import PromptRenderer
-from cai_dsl.run.train.contrast import ContrastPairs, contrast_pairs
+from cai_dsl.run.train.contrast import ContrastPairs, OnPolicyPairs, contrast_pairs, learned_refusals, onpolicy_pairs
 from cai_dsl.run.train.preferences import PreferencePair
 from cai_dsl.run.train.reward_model import PMResult, load_pairs, train_preference_model
 from cai_dsl.run.train.rl_stage import RLBudget, RLResult, run_rl_stage
 
-__all__ = ["DPOPairs", "JobBudget", "Labels", "rl_dpo", "rl_dpo_pairs", "rl_evaluate", "rl_label", "rl_ppo", "rl_preference_model",
-           "rl_report", "sl_records"]
+__all__ = ["DPOPairs", "JobBudget", "Labels", "rl_dpo", "rl_dpo_pairs", "rl_evaluate", "rl_label", "rl_onpolicy", "rl_ppo",
+           "rl_preference_model", "rl_report", "sl_records", "unused_training_sets"]
 
 Log = Callable[[str], None]
 
@@ -58,12 +58,17 @@ class JobBudget:
     ``label_prompts``: the training prompts labelled (and PPO's rollout prompts; ``label_helpful`` of them
     helpful, ``label_lookalike`` benign look-alikes, the rest red team). ``ppo_rollout``: rollouts (completions)
     per PPO step, 16 by default (the floor of a usable advantage estimate); ``ppo_steps`` x ``ppo_rollout`` x ``ppo_max_new_tokens`` keeps PPO near a minute on 2 cores.
+    ``onpolicy_red_team`` / ``onpolicy_benign``: unused training prompts answered greedily by the base and SL
+    models for DPO's on-policy pairs (:func:`rl_onpolicy`; 0 and 0, the default: none; on the dev half of the
+    unused training prompts 30 + 20 traded over-refusal for harmful compliance, docs/benchmarks.md).
     ``eval_prompts``: held-out prompts per set (red team, benign look-alikes; None: every one), ``eval_helpful``:
     held-out helpful prompts (0: none), ``eval_compare``: prompts per set judged by the comparison program for the
     win rate (0: none), ``eval_judge``: score the independent judge questions too."""
 
     rl_algo: str = "dpo"
     dpo_steps: int = 10
+    onpolicy_red_team: int = 0
+    onpolicy_benign: int = 0
     label_prompts: int = 24
     label_helpful: float = 0.125
     label_lookalike: float = 0.375
@@ -140,29 +145,69 @@ def sl_records(out: Path) -> list[dict[str, Any]]:
     return read_jsonl(path, error=RLAIFError).records if path.is_file() else []
 
 
+def unused_training_sets(
+    scorer: PolicyScorer, used_ids: set[str], half: str, limits: Mapping[str, int]
+) -> dict[str, tuple[Any, ...]]:
+    """Red-team (harm scenarios) and benign look-alike prompts of the training split that neither the SL run nor
+    the labels used, in two fixed halves by id (``half``: ``"onpolicy"``, the RL stage's, or ``"dev"``, never
+    used by ``cai run``: for choosing a recipe without looking at the held-out sets), at most ``limits[set]``."""
+    def keep(item_id: str) -> bool:
+        if split_of(item_id) != "train" or item_id in used_ids:
+            return False
+        return (split_of(item_id, 0.5, salt="dev") == "eval") == (half == "dev")
+
+    return eval_sets(scorer, SetLimits(red_team=limits.get("red_team", 0), benign=limits.get("benign", 0), helpful=0), keep=keep)
+
+
+def rl_onpolicy(
+    program: Program, scorer: PolicyScorer, base: Path, labels: Labels, sl_records: Sequence[Mapping[str, Any]],
+    sl_adapter: Path | None, budget: JobBudget,
+) -> OnPolicyPairs | None:
+    """Greedy answers of the base and SL models to the on-policy half of the unused training prompts
+    (:func:`unused_training_sets`) into ``base/onpolicy`` (resumable), and the pairs made of the SL model's
+    mistakes there (:func:`~cai_dsl.run.train.contrast.onpolicy_pairs`); None without an SL adapter or prompts."""
+    limits = {"red_team": budget.onpolicy_red_team, "benign": budget.onpolicy_benign}
+    if sl_adapter is None or not any(limits.values()):
+        return None
+    used = {str(r.get("id")) for r in sl_records} | {p.id for p in labels.prompts}
+    sets = unused_training_sets(scorer, used, "onpolicy", limits)
+    if not sets:
+        return None
+    gc.collect()
+    options = EvalOptions(max_new_tokens=budget.eval_max_new_tokens, judge_behaviors=(), compare_prompts=0)
+    ev = evaluate_models(program, scorer, sl_adapter=sl_adapter, options=options, out_dir=base / "onpolicy", sets=sets)
+    items = {(s, p.id): p for s, ps in sets.items() for p in ps}
+    return onpolicy_pairs(ev.rows, items, learned_refusals(sl_records), scorer, DetectorSet.from_program(program),
+                          seed=program.provenance.seed)
+
+
 @dataclass(frozen=True)
 class DPOPairs:
-    """The DPO data of ``cai run``: the labelled pairs with a preference, and the SL run's contrast pairs."""
+    """The DPO data of ``cai run``: the labelled pairs with a preference, the SL run's contrast pairs and the
+    on-policy pairs."""
 
     labels: int
     contrast: ContrastPairs
     pairs: tuple[PreferencePair, ...]
+    onpolicy: OnPolicyPairs | None = None
 
 
 def rl_dpo_pairs(
-    program: Program, scorer: PolicyScorer, base: Path, labels: Labels, sl_records: Sequence[Mapping[str, Any]]
+    program: Program, scorer: PolicyScorer, base: Path, labels: Labels, sl_records: Sequence[Mapping[str, Any]],
+    onpolicy: OnPolicyPairs | None = None,
 ) -> DPOPairs:
-    """The labels that prefer a side (ties and no-signal labels dropped) plus the contrast pairs of the SL
+    """The labels that prefer a side (ties and no-signal labels dropped), the contrast pairs of the SL
     records (:func:`~cai_dsl.run.train.contrast.contrast_pairs`: revision over initial, a learned refusal over a
-    harmful initial answer, the model's answer over a learned refusal where refusing is forbidden), also
-    written to ``base/dpo-pairs.jsonl`` (what DPO trains on, one pair per line)."""
+    harmful initial answer, the model's answer over a learned refusal where refusing is forbidden) and the
+    ``onpolicy`` pairs (:func:`rl_onpolicy`), also written to ``base/dpo-pairs.jsonl`` (what DPO trains on, one
+    pair per line)."""
     labelled = [p for p in load_pairs(labels.summary.path) if p.probability != 0.5 and p.chosen != p.rejected]
     contrast = contrast_pairs(sl_records, scorer, DetectorSet.from_program(program), seed=program.provenance.seed)
-    pairs = tuple(labelled) + contrast.pairs
+    pairs = tuple(labelled) + contrast.pairs + (onpolicy.pairs if onpolicy is not None else ())
     write_atomic(base / "dpo-pairs.jsonl", "".join(dump_record({
         "id": p.id, "origin": p.origin or "label", "source": p.source, "probability": p.probability,
         "prompt": p.conversation, "chosen": p.chosen, "rejected": p.rejected}) for p in pairs))
-    return DPOPairs(labels=len(labelled), contrast=contrast, pairs=pairs)
+    return DPOPairs(labels=len(labelled), contrast=contrast, pairs=pairs, onpolicy=onpolicy)
 
 
 def rl_dpo(program: Program, base: Path, pairs: DPOPairs, sl_adapter: Path | None, budget: JobBudget,

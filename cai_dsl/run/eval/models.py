@@ -216,9 +216,11 @@ def evaluate_models(
     feedback_signal: bool | None = None,
     show_progress: bool = True,
     log: Callable[[str], None] | None = None,
+    sets: Mapping[str, Sequence[PromptItem]] | None = None,
 ) -> ModelsEvaluation:
     """Base vs the SL and/or RL adapters on the held-out sets (module docstring); ``feedback_signal`` is the
-    labelling stage's verdict on the feedback model, shown next to the win rate."""
+    labelling stage's verdict on the feedback model, shown next to the win rate. ``sets`` replaces the held-out
+    sets (:func:`~cai_dsl.run.eval.sets.eval_sets` with another ``keep``: e.g. unused training prompts)."""
     from cai_dsl.run.policy.detectors import specs_from_constitution
 
     adapters = {"base": None, "sl": sl_adapter, "rl": rl_adapter}
@@ -230,7 +232,7 @@ def evaluate_models(
     pool = pool or ModelPool.of(program)
     batch_size = options.batch_size or program.run.backend_options.batch_size
     backend, peft_model = _load(program, pool, adapters, batch_size)
-    sets = eval_sets(scorer, options.limits)
+    sets = {s: tuple(ps) for s, ps in sets.items()} if sets is not None else eval_sets(scorer, options.limits)
     items = {(s, p.id): p for s, ps in sets.items() for p in ps}
     prompts = [(s, p) for s, ps in sets.items() for p in ps]
     specs = specs_from_constitution(scorer.constitution)
