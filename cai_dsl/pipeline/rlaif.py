@@ -146,17 +146,18 @@ def sl_records(out: Path) -> list[dict[str, Any]]:
 
 
 def unused_training_sets(
-    scorer: PolicyScorer, used_ids: set[str], half: str, limits: Mapping[str, int]
+    scorer: PolicyScorer, used_ids: set[str], half: str, limits: SetLimits
 ) -> dict[str, tuple[Any, ...]]:
-    """Red-team (harm scenarios) and benign look-alike prompts of the training split that neither the SL run nor
-    the labels used, in two fixed halves by id (``half``: ``"onpolicy"``, the RL stage's, or ``"dev"``, never
-    used by ``cai run``: for choosing a recipe without looking at the held-out sets), at most ``limits[set]``."""
+    """The sets of :func:`~cai_dsl.run.eval.eval_sets` (within ``limits``) over the training-split prompts that
+    neither the SL run nor the labels used (``used_ids``), in two fixed halves by id (``half``: ``"onpolicy"``,
+    the RL stage's, or ``"dev"``, never used by ``cai run``: for choosing a recipe without looking at the
+    held-out sets)."""
     def keep(item_id: str) -> bool:
         if split_of(item_id) != "train" or item_id in used_ids:
             return False
         return (split_of(item_id, 0.5, salt="dev") == "eval") == (half == "dev")
 
-    return eval_sets(scorer, SetLimits(red_team=limits.get("red_team", 0), benign=limits.get("benign", 0), helpful=0), keep=keep)
+    return eval_sets(scorer, limits, keep=keep)
 
 
 def rl_onpolicy(
@@ -166,9 +167,9 @@ def rl_onpolicy(
     """Greedy answers of the base and SL models to the on-policy half of the unused training prompts
     (:func:`unused_training_sets`) into ``base/onpolicy`` (resumable), and the pairs made of the SL model's
     mistakes there (:func:`~cai_dsl.run.train.contrast.onpolicy_pairs`); None without an SL adapter or prompts."""
-    limits = {"red_team": budget.onpolicy_red_team, "benign": budget.onpolicy_benign}
-    if sl_adapter is None or not any(limits.values()):
+    if sl_adapter is None or not (budget.onpolicy_red_team or budget.onpolicy_benign):
         return None
+    limits = SetLimits(red_team=budget.onpolicy_red_team, benign=budget.onpolicy_benign, helpful=0)
     used = {str(r.get("id")) for r in sl_records} | {p.id for p in labels.prompts}
     sets = unused_training_sets(scorer, used, "onpolicy", limits)
     if not sets:
