@@ -17,8 +17,6 @@ the same inputs resumes.
 
 from __future__ import annotations
 
-from cai_dsl.run.train.job import finished_summary
-
 import json
 import os
 import time
@@ -34,7 +32,8 @@ from cai_dsl.run.context import ModelPool, check_adapter_dir, quiet_transformers
 from cai_dsl.run.errors import RLAIFError
 from cai_dsl.run.prompts import PromptRenderer
 from cai_dsl.run.train.job import (
-    adapter_fingerprint, quiet_trainer, stable_adapter_config, trainable_policy, trainer_progress, write_adapter_manifest,
+    adapter_fingerprint, finished_summary, quiet_trainer, resume_checkpoint, stable_adapter_config, trainable_policy,
+    trainer_progress, write_adapter_manifest,
 )
 
 __all__ = ["DPOResult", "dpo_rows", "run_dpo"]
@@ -106,7 +105,7 @@ def run_dpo(
     }
     fp_path = out / "dpo.run.json"
     trainer_dir = out / "trainer"
-    resume = False
+    resume: str | None = None
     if fp_path.is_file():
         changed = changed_inputs(json.loads(fp_path.read_text(encoding="utf-8")), fingerprint)
         if changed:
@@ -116,7 +115,7 @@ def run_dpo(
         if summary is not None:
             history = [h for h in summary.get("log", []) if "loss" in h]
             return DPOResult(out, out / "policy", int(summary["steps"]), int(summary["pairs"]), history, 0.0)
-        resume = any(trainer_dir.glob("checkpoint-*"))
+        resume = resume_checkpoint(trainer_dir)
     else:
         write_json_atomic(fp_path, jsonable(fingerprint))
     pool = pool or ModelPool.of(program)
@@ -163,7 +162,7 @@ def run_dpo(
         if log:
             ref = "a frozen copy of the SL adapter" if policy_adapter else "the base with adapters disabled"
             log(f"DPO on {len(rows)} pairs (beta {args.beta}); reference: {ref}" + (" (resuming)" if resume else ""))
-        trainer.train(resume_from_checkpoint=True if resume else None)
+        trainer.train(resume_from_checkpoint=resume)
     with publish_dir(out / "policy") as tmp:
         trainer.model.save_pretrained(str(tmp), selected_adapters=["default"], save_embedding_layers=False)
         stable_adapter_config(tmp)

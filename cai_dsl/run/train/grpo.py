@@ -23,8 +23,6 @@ share), ``summary.json``; ``trainer/`` holds trl checkpoints from which a rerun 
 
 from __future__ import annotations
 
-from cai_dsl.run.train.job import finished_summary, trainable_policy
-
 import json
 import os
 import time
@@ -41,7 +39,10 @@ from cai_dsl.run.data import PromptItem
 from cai_dsl.run.errors import RLAIFError
 from cai_dsl.run.policy.reward import PolicyReward
 from cai_dsl.run.prompts import PromptRenderer
-from cai_dsl.run.train.job import adapter_fingerprint, adapter_manifest, publish_adapter, quiet_trainer, trainer_progress
+from cai_dsl.run.train.job import (
+    adapter_fingerprint, adapter_manifest, finished_summary, publish_adapter, quiet_trainer, resume_checkpoint, trainable_policy,
+    trainer_progress,
+)
 
 __all__ = ["GRPOPolicyReward", "GRPOResult", "GRPOSettings", "grpo_dataset", "run_grpo"]
 
@@ -160,7 +161,7 @@ def run_grpo(
         "settings": asdict(settings),
     }
     fp_path, trainer_dir = out / "grpo.run.json", out / "trainer"
-    resume = False
+    resume: str | None = None
     if fp_path.is_file():
         changed = changed_inputs(json.loads(fp_path.read_text(encoding="utf-8")), fingerprint)
         if changed:
@@ -169,7 +170,7 @@ def run_grpo(
         summary = finished_summary(out)
         if summary is not None:
             return GRPOResult(out, out / "policy", int(summary["steps"]), summary.get("log", []), 0.0)
-        resume = any(trainer_dir.glob("checkpoint-*"))
+        resume = resume_checkpoint(trainer_dir)
     else:
         write_json_atomic(fp_path, jsonable(fingerprint))
     pool = pool or ModelPool.of(program)
@@ -219,7 +220,7 @@ def run_grpo(
             ref = "trl's frozen copy of the SL adapter" if policy_adapter else "the base with adapters disabled"
             log(f"GRPO on {len(prompts)} prompts, {settings.completions_per_step} completions per step "
                 f"(beta {settings.beta}); reference: {ref}" + (" (resuming)" if resume else ""))
-        trainer.train(resume_from_checkpoint=True if resume else None)
+        trainer.train(resume_from_checkpoint=resume)
     history = [h for h in trainer.state.log_history if "reward" in h]
     steps = int(trainer.state.global_step)
     manifest = {**adapter_manifest(program, "grpo", policy_adapter), "settings": asdict(settings)}

@@ -18,6 +18,8 @@ import contextlib
 import hashlib
 import json
 import os
+import re
+import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -186,3 +188,30 @@ def trainable_policy(model: Any, policy_adapter: Any, lora: Any) -> tuple[Any, A
             return PeftModel.from_pretrained(model, str(policy_adapter), is_trainable=True), None
     except Exception as exc:
         raise RLAIFError(f"{policy_adapter}: cannot load the policy adapter: {type(exc).__name__}: {exc}") from None
+
+
+def complete_checkpoints(folder: Path) -> list[Path]:
+    """The transformers/trl ``checkpoint-N`` folders under ``folder`` that were saved completely (their
+    ``trainer_state.json``, written last, reads), by step."""
+    found = []
+    for p in folder.glob("checkpoint-*"):
+        m = re.fullmatch(r"checkpoint-(\d+)", p.name)
+        if not m or not p.is_dir():
+            continue
+        try:
+            json.loads((p / "trainer_state.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # killed while saving
+        found.append((int(m.group(1)), p))
+    return [p for _, p in sorted(found)]
+
+
+def resume_checkpoint(folder: Path) -> str | None:
+    """The latest complete checkpoint under ``folder`` to resume from, after removing the incomplete ones (a
+    run killed while saving leaves a ``checkpoint-N`` without its state, which transformers would pick and fail
+    on); None when there is none."""
+    complete = complete_checkpoints(folder)
+    for p in folder.glob("checkpoint-*"):
+        if p not in complete:
+            shutil.rmtree(p, ignore_errors=True)
+    return str(complete[-1]) if complete else None

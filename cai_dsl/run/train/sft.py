@@ -41,7 +41,7 @@ from cai_dsl.compile.ir import Program
 from cai_dsl.run.context import ExecutionContext
 from cai_dsl.run.data import DATA_FILE
 from cai_dsl.run.errors import SFTError
-from cai_dsl.run.train.job import lora_config, publish_adapter
+from cai_dsl.run.train.job import complete_checkpoints, lora_config, publish_adapter, resume_checkpoint
 from cai_dsl.run.train.sft_data import build_examples, excluded_records, read_records
 
 __all__ = [
@@ -224,20 +224,6 @@ def _world() -> tuple[int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def _complete_checkpoints(folder: Path) -> list[Path]:
-    found = []
-    for p in folder.glob("checkpoint-*"):
-        m = re.fullmatch(r"checkpoint-(\d+)", p.name)
-        if not m or not p.is_dir():
-            continue
-        try:
-            json.loads((p / "trainer_state.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue  # killed while saving: trainer_state.json is written last
-        found.append((int(m.group(1)), p))
-    return [p for _, p in sorted(found)]
-
-
 def _progress_callback() -> Any:
     """A TrainerCallback drawing the progress bar over optimizer steps (loss after it), on the main process only."""
     from cai_dsl.run.train.job import trainer_progress
@@ -396,12 +382,10 @@ def train_sft(
         if stored is not None and stored.get("fingerprint") != manifest["fingerprint"]:
             shutil.rmtree(ckpt_dir)  # checkpoints of another run: start over
             ckpt_dir.mkdir(parents=True)
-        for p in ckpt_dir.glob("checkpoint-*"):
-            if p not in _complete_checkpoints(ckpt_dir):
-                shutil.rmtree(p, ignore_errors=True)
+        resume_checkpoint(ckpt_dir)  # removes the incomplete checkpoints
         write_json_atomic(ckpt_dir / _STATE_FILE, {"fingerprint": manifest["fingerprint"]})
     state.wait_for_everyone()
-    complete = _complete_checkpoints(ckpt_dir)
+    complete = complete_checkpoints(ckpt_dir)
     resume = str(complete[-1]) if complete else None
 
     try:
