@@ -194,3 +194,22 @@ def test_pigeonhole_compile_goes_on_only_where_an_ignore_comment_accepts_the_und
                     encoding="utf-8")
     program, diags = compile_file(path, "base", budget=Budget(query_seconds=0.5, run_seconds=5))
     assert program is not None and not any(d.code == "CAI220" for d in diags)
+
+
+def test_library_check_has_a_budget_by_default(tmp_path, monkeypatch):
+    """`cai_dsl.check(...)` without ``budget=`` ran unbounded (minutes on this set); now it runs within the CLI's
+    default budget, and a given budget answers CAI220 in about its time."""
+    import time
+
+    import cai_dsl
+    import cai_dsl.check.checker as checker
+
+    constitution = cai_dsl.load(_write(tmp_path, "assume"))
+    started = time.monotonic()
+    codes = {d.code for d in cai_dsl.check(constitution, budget=Budget(query_seconds=0.2, run_seconds=3))}
+    assert "CAI220" in codes and time.monotonic() - started < 60
+    seen = []
+    monkeypatch.setattr(checker, "check", lambda c, d=None, **kw: seen.append(kw.get("budget")) or [])
+    cai_dsl.check(constitution)
+    assert len(seen) == 1 and isinstance(seen[0], Budget)
+    assert (seen[0].query_seconds, seen[0].run_seconds) == (Budget().query_seconds, Budget().run_seconds) == (10.0, 300.0)
