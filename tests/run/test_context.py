@@ -57,12 +57,19 @@ def test_device_and_dtype_policy(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("auto") == "cpu"
+    import cai_dsl.run.context as context
+
+    monkeypatch.setattr(context, "cpu_has_native_bf16", lambda: False)
     cpu = ExecutionContext.create("auto", "auto")
     assert (cpu.device, cpu.use_cpu, cpu.bf16, cpu.torch_dtype()) == ("cpu", True, False, torch.float32)
+    monkeypatch.setattr(context, "cpu_has_native_bf16", lambda: True)
+    cpu = ExecutionContext.create("auto", "auto")  # a CPU with AVX512-BF16/AMX: bfloat16 weights, bf16 training
+    assert (cpu.device, cpu.use_cpu, cpu.bf16, cpu.torch_dtype()) == ("cpu", True, True, torch.bfloat16)
+    assert ExecutionContext.create("cpu", "float32").bf16 is False
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     gpu = ExecutionContext.create("auto", "auto")
     assert (gpu.device, gpu.use_cpu, gpu.bf16, gpu.torch_dtype()) == ("cuda", False, True, torch.bfloat16)
-    assert ExecutionContext.create("cpu", "bfloat16").bf16 is False
+    assert ExecutionContext.create("cpu", "bfloat16").bf16 is True  # asked for: bfloat16 on any CPU
 
 
 def _sl_data(run: Path, program) -> None:
