@@ -1,6 +1,6 @@
 """Decoding against the memory-bandwidth roofline, side by side with the naive one-at-a-time loop.
 
-    .venv/bin/python bench/bench_roofline.py [--rows 16] [--tokens 48] [--model embedded:smollm2-135m]
+    .venv/bin/python bench/bench_roofline.py [--rows 16] [--tokens 48] [--model embedded:smollm2-135m] [--dtype float32]
 
 Measures the machine's read bandwidth (best of a few sums over a 512 MiB buffer), then runs each
 configuration in its own process (so peak RSS is per configuration):
@@ -11,7 +11,8 @@ configuration in its own process (so peak RSS is per configuration):
 * b16 / b16-preamble: the same at batch ``--rows``.
 
 Critique prompts are the compiled paper constitution's (deployment ``base``), so the preamble is the real
-one. The floor of a configuration is ``rows * bandwidth / bytes read per decode step`` (the weights, plus the
+one. ``--dtype bfloat16`` loads the weights in bfloat16 (the default CPU target's ``auto`` on a CPU with native
+bfloat16): half the bytes per step, so half the floor's time. The floor of a configuration is ``rows * bandwidth / bytes read per decode step`` (the weights, plus the
 K/V a step reads: the preamble once when shared, once per row otherwise); tokens/s counts every generated
 token over the whole call (prefill included). The load average is printed: on a shared machine the figures
 are lower bounds of what the code does.
@@ -73,7 +74,7 @@ def _child(args: argparse.Namespace) -> dict:
     preamble = cfg == "naive" or cfg.endswith("preamble")
     batch = 1 if cfg in ("naive", "b1", "b1-preamble") else args.rows
     prompts = _prompts(args, preamble)
-    loaded = load_model(args.model)
+    loaded = load_model(args.model, dtype=getattr(torch, args.dtype))
     backend = TransformersBackend(loaded, batch_size=batch, fast_decode=cfg != "naive")
     params = GenerationParams(max_new_tokens=args.tokens, temperature=0.0, seed=0)
     gen = BatchedGenerator(backend, batch_size=batch, prefix_cache=preamble and cfg != "naive")
@@ -88,7 +89,8 @@ def _child(args: argparse.Namespace) -> dict:
         shared += 1
     weights = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
     c = loaded.model.config
-    kv_per_token = 2 * c.num_hidden_layers * c.num_key_value_heads * (c.hidden_size // c.num_attention_heads) * 4
+    kv_per_token = (2 * c.num_hidden_layers * c.num_key_value_heads * (c.hidden_size // c.num_attention_heads)
+                    * torch.finfo(getattr(torch, args.dtype)).bits // 8)
     mean_len = sum(map(len, rows)) / len(rows) + args.tokens / 2
     if preamble and cfg != "naive":
         kv = kv_per_token * (shared + batch * (mean_len - shared))
@@ -108,6 +110,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=48)
     ap.add_argument("--model", default="embedded:smollm2-135m")
     ap.add_argument("--configs", default=",".join(CONFIGS))
+    ap.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -115,10 +118,11 @@ def main() -> None:
         return
     bw = read_bandwidth()
     load = os.getloadavg()
-    print(f"read bandwidth {bw / 1e9:.1f} GB/s; load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}; {os.cpu_count()} CPUs")
+    print(f"weights {args.dtype}; read bandwidth {bw / 1e9:.1f} GB/s; load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}; {os.cpu_count()} CPUs")
     results = {}
     for cfg in args.configs.split(","):
-        cmd = [sys.executable, __file__, "--child", cfg, "--rows", str(args.rows), "--tokens", str(args.tokens), "--model", args.model]
+        cmd = [sys.executable, __file__, "--child", cfg, "--rows", str(args.rows), "--tokens", str(args.tokens), "--model", args.model,
+               "--dtype", args.dtype]
         res = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if res.returncode != 0:
             print(f"{cfg}: failed\n{res.stderr[-2000:]}")

@@ -23,7 +23,7 @@ from cai_dsl.lang import ast
 from cai_dsl.lsp.actions import formatting_edits, priority_actions
 from cai_dsl.lsp.analysis import Analysis, analyze
 from cai_dsl.lsp.completion import complete
-from cai_dsl.lsp.convert import Converter, uri_of
+from cai_dsl.lsp.convert import Converter
 from cai_dsl.lsp.hover import hover_text
 from cai_dsl.lsp.index import Key, Occurrence
 from cai_dsl.lsp.positions import LineIndex

@@ -69,6 +69,35 @@ def test_evaluate_models_on_the_tiny_model(tmp_path, tiny_model_dir, adapters):
     assert sum('"key": "gen:' in line for line in lines) == 18 and sum('"key": "judge:' in line for line in lines) == 18
 
 
+def test_identical_answers_share_one_judgement(tmp_path, tiny_model_dir, adapters, monkeypatch):
+    """The judge sees only (prompt, response): answers two models gave alike are judged once, each keeps a record."""
+    from cai_dsl.compile.compiler import compile_file
+    from cai_dsl.lang.resolver import resolve
+    from cai_dsl.run.eval import EvalOptions, SetLimits, evaluate_models
+    from cai_dsl.run.policy.detectors import DetectorSet
+    from cai_dsl.run.policy.score import PolicyScorer
+
+    target = str(write_tiny_target(tmp_path / "tiny.toml", tiny_model_dir))
+    program, _ = compile_file(CORE, "base", target)
+    scorer = PolicyScorer(resolve(CORE), "base")
+    judged: list[tuple[str, str]] = []
+    original = DetectorSet.detect_batch
+
+    def spy(self, responses, prompts=None):
+        if self.kind == "judge":
+            judged.extend(zip(prompts, responses))
+        return original(self, responses, prompts)
+
+    monkeypatch.setattr(DetectorSet, "detect_batch", spy)
+    options = EvalOptions(limits=SetLimits(red_team=3, benign=2, helpful=0), max_new_tokens=4)
+    ev = evaluate_models(program, scorer, sl_adapter=adapters / "sl", rl_adapter=adapters / "sl", options=options,
+                         out_dir=tmp_path / "eval", show_progress=False)  # sl and rl: the same adapter, the same answers
+    distinct = {(r.set, r.id, r.response) for r in ev.rows}
+    assert len(ev.rows) == 15 and len(judged) == len(set(judged)) <= len(distinct) < 15
+    by_model = {(r.model, r.set, r.id): r.judge for r in ev.rows}
+    assert all(by_model[("sl", s, i)] == by_model[("rl", s, i)] for (_, s, i) in by_model)
+
+
 def test_cli_eval_models_prints_the_table(tmp_path, tiny_model_dir, adapters):
     from typer.testing import CliRunner
 
