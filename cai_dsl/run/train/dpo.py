@@ -28,7 +28,7 @@ from typing import Any
 
 from cai_dsl.core.files import publish_dir, write_json_atomic
 from cai_dsl.core.hashing import changed_inputs, jsonable, sha256_text
-from cai_dsl.run.context import ModelPool, check_adapter_dir, quiet_transformers
+from cai_dsl.run.context import ExecutionContext, ModelPool, check_adapter_dir, quiet_transformers
 from cai_dsl.run.errors import RLAIFError
 from cai_dsl.run.prompts import PromptRenderer
 from cai_dsl.run.train.job import (
@@ -101,6 +101,7 @@ def run_dpo(
         "rows": len(rows),
         "data": _rows_hash(rows),
         "params": params.model_dump(mode="json"),
+        "dtype": (pool.context if pool is not None else ExecutionContext.of(program)).dtype,  # resolved precision
         "steps": steps,
     }
     fp_path = out / "dpo.run.json"

@@ -193,7 +193,8 @@ def model_card(manifest: dict[str, Any], sources: dict[str, str]) -> str:
         f"modules {', '.join(hp['target_modules'])}); learning rate {hp['learning_rate']}, batch {hp['batch_size']} "
         f"x {hp['grad_accum']} accumulation x {manifest.get('world_size', 1)} process(es), "
         f"{'max steps ' + str(hp['max_steps']) if hp['max_steps'] else str(hp['epochs']) + ' epoch(s)'}, "
-        f"max length {hp['max_seq_len']}, seed {hp['seed']}; loss on the completion only. "
+        f"max length {hp['max_seq_len']}, seed {hp['seed']}, precision {manifest.get('dtype', 'float32')}; loss on the "
+        "completion only. "
         f"{manifest.get('steps', '?')} optimizer steps, final training loss {manifest.get('loss')}.",
         "",
         "## Verify",
@@ -290,11 +291,13 @@ def train_sft(
     rank, world = _world()
     prov = program.provenance
     data_path = run / DATA_FILE
+    context = ExecutionContext.of(program)
     fingerprint = {
         "program_hash": prov.program_hash,
         "examples_sha256": inputs_fingerprint(examples),
         "base_model": base,
         "hyperparameters": hp,
+        "dtype": context.dtype,  # the resolved precision (`auto` differs by machine): part of what was trained
         "world_size": world,
     }
     manifest: dict[str, Any] = {
@@ -318,6 +321,7 @@ def train_sft(
         "excluded_records": excluded,
         "examples_sha256": fingerprint["examples_sha256"],
         "hyperparameters": hp,
+        "dtype": context.dtype,
         "world_size": world,
         "cai_dsl_version": __version__,
         "fingerprint": inputs_fingerprint(fingerprint),
@@ -342,7 +346,6 @@ def train_sft(
 
     from cai_dsl.run.loading import ModelError
 
-    context = ExecutionContext.of(program)
     use_cpu, bf16 = context.use_cpu, context.bf16
     ckpt_dir = run / CHECKPOINT_DIR
     save_steps = options.save_steps or 10
