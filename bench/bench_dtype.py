@@ -7,9 +7,10 @@ answers them: greedy, batched, the policy prompt of `harmless-helpful.const` [ba
 with bfloat16 weights; prints tokens/s of each, how many answers are token-for-token identical, and how often the
 marker outcomes (harmful compliance, refusal, degeneration: the metrics of the evaluation) agree.
 
-Training: one LoRA SFT step as `cai run` takes it (r 16 on every linear layer, batch 8, the SL data's shapes:
-prompt + answer, loss on every token) in float32 and under CPU bfloat16 autocast (float32 master weights, what
-trainers' ``bf16=True`` does); prints seconds per step and the loss of each step in both.
+Training: one LoRA SFT step (r 16 on every linear layer, batch 8 of prompt + a refusal, loss on every token; a
+plain loop, not trl's trainer) in float32, under CPU bfloat16 autocast over float32 weights, and with bfloat16 base
+weights and float32 LoRA weights under autocast (what the trainers do with ``bf16=True``); prints seconds per step
+and the loss of each step.
 
 The load average is printed: on a shared machine the times are upper bounds.
 """
@@ -84,12 +85,11 @@ def training(args: argparse.Namespace) -> None:
     from peft import LoraConfig, get_peft_model
 
     from cai_dsl.run.loading import load_model
+    from cai_dsl.run.sl_loop import last_user_text
 
     loaded = load_model("embedded:smollm2-135m")
     tok = loaded.tokenizer
     items = _items(8)
-    from cai_dsl.run.sl_loop import last_user_text
-
     texts = [tok.apply_chat_template([{"role": "user", "content": last_user_text(i.prompt)},
                                       {"role": "assistant", "content": "I can't help with that, because it could hurt "
                                        "someone. If you are worried about safety, a professional can help you."}],

@@ -12,9 +12,10 @@ configuration in its own process (so peak RSS is per configuration):
 
 Critique prompts are the compiled paper constitution's (deployment ``base``), so the preamble is the real
 one. ``--dtype bfloat16`` loads the weights in bfloat16 (the default CPU target's ``auto`` on a CPU with native
-bfloat16): half the bytes per step, so half the floor's time. The floor of a configuration is ``rows * bandwidth / bytes read per decode step`` (the weights, plus the
-K/V a step reads: the preamble once when shared, once per row otherwise); tokens/s counts every generated
-token over the whole call (prefill included). The load average is printed: on a shared machine the figures
+bfloat16): half the bytes per step, so half the floor's time. The floor of a configuration is
+``rows * bandwidth / bytes read per decode step`` (the weights, plus the K/V a step reads: the preamble once
+when shared, once per row otherwise); tokens/s counts every generated token over the whole call (prefill
+included). The load average is printed: on a shared machine the figures
 are lower bounds of what the code does.
 """
 

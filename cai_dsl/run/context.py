@@ -16,6 +16,7 @@ serving) asks an :class:`ExecutionContext` built from the program's (or target's
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import warnings
 from collections.abc import Iterator
@@ -30,8 +31,8 @@ __all__ = [
     "ExecutionContext",
     "ModelPool",
     "check_adapter_dir",
-    "quiet_transformers",
     "cpu_has_native_bf16",
+    "quiet_transformers",
     "resolve_device",
     "resolve_dtype",
     "with_adapter",
@@ -47,9 +48,10 @@ def resolve_device(name: str | None) -> str:
     return str(name)
 
 
+@functools.cache
 def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes in bfloat16 natively (x86 AVX512-BF16 or AMX-BF16, read from ``/proc/cpuinfo``):
-    there bfloat16 matmuls run about twice as fast as float32; elsewhere they are emulated and slower."""
+    """Whether this CPU computes in bfloat16 natively (x86 AVX512-BF16 or AMX-BF16, read from ``/proc/cpuinfo`` once
+    per process): there bfloat16 matmuls run about twice as fast as float32; elsewhere they are emulated and slower."""
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
             for line in f:
@@ -110,8 +112,8 @@ class ExecutionContext:
     @property
     def bf16(self) -> bool:
         """Whether trainers use bfloat16 mixed precision: the dtype is ``bfloat16`` (on CPU: bfloat16 base weights, the
-        LoRA weights and optimizer state in float32, matmuls under CPU autocast; measured 1.5-1.9x faster per SFT
-        step than float32 here, ``bench/bench_dtype.py``)."""
+        LoRA weights and optimizer state in float32, matmuls under CPU autocast; an isolated SFT step 1.5x faster than
+        float32 here, ``bench/bench_dtype.py``, though `cai run`'s SFT stage did not gain: docs/benchmarks.md)."""
         return self.dtype == "bfloat16"
 
     def torch_dtype(self) -> Any:

@@ -28,7 +28,7 @@ from typing import Any
 
 from cai_dsl.core.files import publish_dir, write_json_atomic
 from cai_dsl.core.hashing import changed_inputs, jsonable, sha256_text
-from cai_dsl.run.context import ExecutionContext, ModelPool, check_adapter_dir, quiet_transformers
+from cai_dsl.run.context import ModelPool, check_adapter_dir, quiet_transformers
 from cai_dsl.run.errors import RLAIFError
 from cai_dsl.run.prompts import PromptRenderer
 from cai_dsl.run.train.job import (
@@ -91,6 +91,7 @@ def run_dpo(
     if not rows:
         raise RLAIFError("no usable preference pairs for DPO (all were ties or identical responses)")
     params = program.run.dpo
+    pool = pool or ModelPool.of(program)  # models load on first use
     if policy_adapter is not None:
         check_adapter_dir(policy_adapter)
     fingerprint = {
@@ -101,7 +102,7 @@ def run_dpo(
         "rows": len(rows),
         "data": _rows_hash(rows),
         "params": params.model_dump(mode="json"),
-        "dtype": (pool.context if pool is not None else ExecutionContext.of(program)).dtype,  # resolved precision
+        "dtype": pool.context.dtype,  # the resolved precision (`auto` differs by machine)
         "steps": steps,
     }
     fp_path = out / "dpo.run.json"
@@ -119,7 +120,6 @@ def run_dpo(
         resume = resume_checkpoint(trainer_dir)
     else:
         write_json_atomic(fp_path, jsonable(fingerprint))
-    pool = pool or ModelPool.of(program)
     context = pool.context
     loaded = pool.load(program.run.models.policy)
     model, peft_config = trainable_policy(loaded.model, policy_adapter, params.lora)
