@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
+
+from cai_dsl.core.errors import CaiError
 
 
 def register(app: typer.Typer) -> None:
@@ -217,6 +219,7 @@ def revise_command(
 def serve_command(
     model: Optional[str] = typer.Option(None, "--model", help="model spec or adapter directory (default: the constitution's policy model, else the embedded model)"),
     adapter: Optional[str] = typer.Option(None, "--adapter", help="a LoRA adapter directory to apply to --model"),
+    lora: Optional[List[str]] = typer.Option(None, "--lora", help="NAME=DIR: also serve LoRA adapter DIR as model NAME (repeatable; like vLLM's --lora-modules)"),
     host: str = typer.Option("127.0.0.1", "--host"),
     port: int = typer.Option(8000, "--port"),
     constitution: Optional[str] = typer.Option(None, "--constitution", help="critique and revise every answer with this `.const` file"),
@@ -256,6 +259,9 @@ def serve_command(
     if not timeout > 0:
         _usage("--timeout must be positive")
     limits = ServeLimits(max_body_bytes, max_tokens, max_prompts, timeout_s=timeout, max_batch=batch_size)
+    loras = _lora_modules(lora or [])
+    if loras and (adapter is not None or constitution is not None):
+        _usage("--lora serves adapters next to the plain base model: not with --adapter or --constitution")
     try:
         require_api_key(host, api_key)
     except ServeError as exc:
@@ -266,8 +272,8 @@ def serve_command(
         from cai_dsl.run.serve import run_server
 
         try:
-            run_server(spec, host, port, batch_size, api_key=api_key, limits=limits)
-        except (BackendError, ModelError) as exc:
+            run_server(spec, host, port, batch_size, api_key=api_key, limits=limits, adapters=loras)
+        except (BackendError, ModelError, CaiError) as exc:
             _usage(str(exc))
         except OSError as exc:
             _usage(f"cannot serve on {host}:{port}: {exc}")
@@ -295,6 +301,19 @@ def serve_command(
     print(f"serving {backend.name} at {server.url}{loop} (Ctrl-C to stop)", file=sys.stderr)
     serve_forever(server)
     raise SystemExit(0)
+
+
+def _lora_modules(specs: list[str]) -> dict[str, str]:
+    """``NAME=DIR`` options as a mapping, with a usage error for a malformed or repeated name."""
+    out: dict[str, str] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            _usage(f"--lora {spec!r}: expected NAME=DIR")
+        if name in out:
+            _usage(f"--lora: the name {name!r} is given twice")
+        out[name.strip()] = path.strip()
+    return out
 
 
 def batch_run_command(

@@ -12,6 +12,8 @@ collected for ``ServeLimits.batch_window_s``); a ``/v1/completions`` request wit
 batch. Requests are parsed, validated and (for ``/v1/completions``) tokenized on their own thread first.  Streaming, tools and ``n > 1`` are not supported
 (a 400 naming the field, :mod:`cai_dsl.run.serve_requests`).  :class:`ServeLimits` bounds the body size
 (413 from ``Content-Length``, before reading), ``max_tokens``, prompts per request and the socket timeout.
+LoRA adapters can be served next to the base (:class:`ServedAdapters`, ``cai serve --lora NAME=PATH``, like
+vLLM's ``--lora-modules``): a request whose ``model`` is an adapter's name runs with that adapter active.
 The server binds to 127.0.0.1 unless told otherwise; any other address needs an API key.  ``transform(messages, answer) -> answer`` post-processes
 every chat answer (the hook for a constitutional critique/revise loop); it runs on the model worker, so it
 must call the backend directly, never this server over HTTP.
@@ -30,7 +32,9 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import replace
+from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -38,6 +42,7 @@ from cai_dsl.core.errors import CaiError
 
 from cai_dsl.run.backends.base import Backend, BackendError, Prompt, continuation_ids, encode_text, prompt_ids
 from cai_dsl.run.prompts import PromptRenderer
+from cai_dsl.run.serve_adapters import ServedAdapters, load_served_adapters
 from cai_dsl.run.serve_batching import ModelWorker
 from cai_dsl.run.serve_requests import (
     CHAT_FIELDS,
@@ -52,7 +57,7 @@ from cai_dsl.run.serve_requests import (
 )
 
 __all__ = [
-    "ServeError", "ServeLimits", "Transform", "chat_prompt", "is_loopback", "make_server", "require_api_key",
+    "ServeError", "ServeLimits", "ServedAdapters", "Transform", "load_served_adapters", "chat_prompt", "is_loopback", "make_server", "require_api_key",
     "run_server", "serve_forever",
 ]
 
@@ -104,8 +109,10 @@ class CAIServer(ThreadingHTTPServer):
         verbose: bool = False,
         renderer: PromptRenderer | None = None,
         limits: ServeLimits | None = None,
+        adapters: ServedAdapters | None = None,
     ) -> None:
         require_api_key(address[0], api_key)
+        self.adapters = adapters
         self.backend = backend
         self.limits = limits or ServeLimits()
         self.transform = transform
@@ -114,8 +121,11 @@ class CAIServer(ThreadingHTTPServer):
         self.api_key = api_key
         self.verbose = verbose
         self.worker = ModelWorker(backend, max_batch=self.limits.max_batch, window_s=self.limits.batch_window_s,
-                                  max_wait_s=self.limits.batch_max_wait_s)
+                                  max_wait_s=self.limits.batch_max_wait_s,
+                                  select=adapters.use if adapters is not None else None)
         self.names = {self.model_name, str(getattr(backend, "name", self.model_name))}
+        if adapters is not None and (clash := self.names & set(adapters.names)):
+            raise ServeError(f"an adapter is named like the base model: {sorted(clash)[0]!r}")
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
         super().__init__(address, _Handler)
@@ -166,18 +176,20 @@ def make_server(
     verbose: bool = False,
     renderer: PromptRenderer | None = None,
     limits: ServeLimits | None = None,
+    adapters: ServedAdapters | None = None,
 ) -> CAIServer:
     """Create (bind, not start) an OpenAI-compatible server over ``backend``; ``port=0`` picks a free port.
 
     ``transform(messages, answer)`` rewrites every chat answer; ``api_key`` makes the server require
     ``Authorization: Bearer <api_key>`` (required for a non-loopback ``host``: else :class:`ServeError`);
     ``limits`` bounds requests (:class:`ServeLimits`).  Start it with ``serve_forever(server)`` or ``server.serve_forever()``
-    in a thread; its URL is ``server.url``. With a ``renderer`` (a constitution's
+    in a thread; its URL is ``server.url``. ``adapters`` (:func:`load_served_adapters`) are served under their
+    names next to the base. With a ``renderer`` (a constitution's
     :class:`~cai_dsl.run.prompts.PromptRenderer`) chat prompts are the policy's prompts (:func:`chat_prompt`).
     """
     return CAIServer(
         (host, port), backend, transform=transform, model_name=model_name, api_key=api_key, verbose=verbose,
-        renderer=renderer, limits=limits,
+        renderer=renderer, limits=limits, adapters=adapters,
     )
 
 
@@ -200,17 +212,24 @@ def run_server(
     transform: Transform | None = None,
     api_key: str | None = None,
     limits: ServeLimits | None = None,
+    adapters: Mapping[str, str | Path] | None = None,
 ) -> None:
-    """Load ``model_spec`` into a transformers backend and serve it until interrupted (``cai serve``)."""
+    """Load ``model_spec`` into a transformers backend (with ``adapters``, served name -> LoRA directory, served
+    next to it) and serve it until interrupted (``cai serve``)."""
     require_api_key(host, api_key)  # before loading the model
     from cai_dsl.run.backends.transformers_backend import TransformersBackend
-    from cai_dsl.run.loading import DEFAULT_MODEL
+    from cai_dsl.run.loading import DEFAULT_MODEL, load_model
 
-    backend = TransformersBackend(model_spec or DEFAULT_MODEL, batch_size=batch_size)
-    server = make_server(backend, host, port, transform=transform, api_key=api_key, limits=limits)
+    served = None
+    if adapters:
+        backend, served = load_served_adapters(load_model(model_spec or DEFAULT_MODEL), adapters, batch_size=batch_size)
+    else:
+        backend = TransformersBackend(model_spec or DEFAULT_MODEL, batch_size=batch_size)
+    server = make_server(backend, host, port, transform=transform, api_key=api_key, limits=limits, adapters=served)
     if not is_loopback(host):
         print(f"warning: serving on {host}, reachable from other machines", file=sys.stderr)
-    print(f"serving {backend.name} at {server.url} (Ctrl-C to stop)", file=sys.stderr)
+    lora = f" with adapter(s) {', '.join(served.names)}" if served else ""
+    print(f"serving {backend.name}{lora} at {server.url} (Ctrl-C to stop)", file=sys.stderr)
     serve_forever(server)
 
 
@@ -291,17 +310,23 @@ class _Handler(BaseHTTPRequestHandler):
             raise RequestError(400, "request body must be a JSON object")
         return data
 
-    def _check_model(self, req: dict[str, Any]) -> None:
+    def _check_model(self, req: dict[str, Any]) -> str | None:
+        """The adapter a request names (None: the base model); 404 for a model this server does not serve."""
         model = req.get("model")
         if model is None:
-            return
+            return None
         if not isinstance(model, str):
             raise RequestError(400, "model must be a string", "model")
+        adapters = self.server.adapters
+        if adapters is not None and model in adapters.names:
+            return model
         if model not in self.server.names:
+            served = [self.server.model_name, *(adapters.names if adapters else ())]
             raise RequestError(
-                404, f"the model {model!r} does not exist (this server serves {self.server.model_name!r})",
+                404, f"the model {model!r} does not exist (this server serves {', '.join(map(repr, served))})",
                 "model", code="model_not_found",
             )
+        return None
 
     def _dispatch(self, handler: Callable[[], Any]) -> None:
         try:
@@ -343,8 +368,7 @@ class _Handler(BaseHTTPRequestHandler):
             if path not in endpoints:
                 raise RequestError(404, f"unknown endpoint POST {path}")
             req = self._parse_json(raw)
-            self._check_model(req)
-            return endpoints[path](req)
+            return endpoints[path](req, self._check_model(req))
 
         self._dispatch(handle)
 
@@ -353,10 +377,13 @@ class _Handler(BaseHTTPRequestHandler):
     def _models(self) -> dict[str, Any]:
         return {
             "object": "list",
-            "data": [{"id": self.server.model_name, "object": "model", "created": 0, "owned_by": "cai-dsl"}],
+            "data": [{"id": self.server.model_name, "object": "model", "created": 0, "owned_by": "cai-dsl"}] + [
+                {"id": name, "object": "model", "created": 0, "owned_by": "cai-dsl", "parent": self.server.model_name}
+                for name in (self.server.adapters.names if self.server.adapters else ())
+            ],
         }
 
-    def _chat(self, req: dict[str, Any]) -> dict[str, Any]:
+    def _chat(self, req: dict[str, Any], adapter: str | None = None) -> dict[str, Any]:
         backend, worker, limits = self.server.backend, self.server.worker, self.server.limits
         check_fields(req, CHAT_FIELDS)
         messages = parse_messages(req.get("messages"))
@@ -374,11 +401,11 @@ class _Handler(BaseHTTPRequestHandler):
             raise RequestError(400, "top_logprobs requires logprobs=true", "top_logprobs")
         if want_logprobs:
             tok, token_logprobs = _capabilities(backend, "logprobs", "logprobs")
-        gen = worker.generate(prompt, params)  # batched with concurrent requests
+        gen = worker.generate(prompt, params, adapter)  # batched with concurrent requests for the same model
         answer = gen.text
         transform = self.server.transform
         if transform is not None:  # it calls the backend: on the worker
-            answer = worker.call(lambda: transform([dict(m) for m in messages], gen.text))
+            answer = worker.call(lambda: transform([dict(m) for m in messages], gen.text), adapter)
         if not isinstance(answer, str):
             raise TypeError("the answer transform must return a string")
         logprobs = None
@@ -386,7 +413,7 @@ class _Handler(BaseHTTPRequestHandler):
             text = backend.render(prompt)
             pids = prompt_ids(tok, text)
             cids = continuation_ids(tok, text, pids, answer)
-            entries = worker.call(lambda: token_logprobs([pids + cids], [len(pids)], top_k=top)[0]) if cids else []
+            entries = worker.call(lambda: token_logprobs([pids + cids], [len(pids)], top_k=top)[0], adapter) if cids else []
             logprobs = {"content": [_chat_logprob(tok, e, top) for e in entries]}
         completion_tokens = gen.completion_tokens
         if answer != gen.text and getattr(backend, "tokenizer", None) is not None:
@@ -395,7 +422,7 @@ class _Handler(BaseHTTPRequestHandler):
             "id": f"chatcmpl-{uuid.uuid4().hex}",
             "object": "chat.completion",
             "created": int(time.time()),
-            "model": self.server.model_name,
+            "model": adapter or self.server.model_name,
             "choices": [
                 {
                     "index": 0,
@@ -411,7 +438,7 @@ class _Handler(BaseHTTPRequestHandler):
             },
         }
 
-    def _completions(self, req: dict[str, Any]) -> dict[str, Any]:
+    def _completions(self, req: dict[str, Any], adapter: str | None = None) -> dict[str, Any]:
         backend, worker, limits = self.server.backend, self.server.worker, self.server.limits
         check_fields(req, COMPLETION_FIELDS)
         if req.get("suffix"):
@@ -427,7 +454,7 @@ class _Handler(BaseHTTPRequestHandler):
         n_logprobs: int | None = None
         if req.get("logprobs") is not None and req.get("logprobs") is not False:
             n_logprobs = int_field(req, "logprobs", 0, 0, limits.max_top_logprobs)
-        gens = worker.call(lambda: generate_ids([ids for ids, _ in prompts], params))
+        gens = worker.call(lambda: generate_ids([ids for ids, _ in prompts], params), adapter)
         choices = []
         lp_seqs: list[list[int]] = []
         lp_starts: list[int] = []
@@ -441,7 +468,7 @@ class _Handler(BaseHTTPRequestHandler):
                 lp_starts.append(min(start, len(ids) + len(cids)))
         entries_all = None
         if n_logprobs is not None:
-            entries_all = worker.call(lambda: token_logprobs(lp_seqs, lp_starts, top_k=n_logprobs))
+            entries_all = worker.call(lambda: token_logprobs(lp_seqs, lp_starts, top_k=n_logprobs), adapter)
         total_prompt = total_completion = 0
         for i, ((_, text), gen) in enumerate(zip(prompts, gens, strict=True)):
             total_prompt += gen.prompt_tokens
@@ -465,7 +492,7 @@ class _Handler(BaseHTTPRequestHandler):
             "id": f"cmpl-{uuid.uuid4().hex}",
             "object": "text_completion",
             "created": int(time.time()),
-            "model": self.server.model_name,
+            "model": adapter or self.server.model_name,
             "choices": choices,
             "usage": {
                 "prompt_tokens": total_prompt,

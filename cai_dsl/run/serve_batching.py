@@ -10,6 +10,9 @@ batch, while a lone request waits only ``window_s``), at most ``max_wait_s`` aft
 one ``backend.generate`` call. While a batch runs, new requests queue, so under load each batch takes
 everything that arrived meanwhile. Jobs it passes over keep their order.
 
+With LoRA adapters served next to the base (``select``), every job names its model (``None``: the base); a
+batch only takes generations for the same model, and each job runs inside ``select(model)``.
+
 Greedy answers do not depend on the batch they ran in (beyond float noise); a sampled request with an explicit
 ``seed`` runs alone, so that the same seed gives the same answer (as without batching).
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
+import contextlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -35,6 +39,7 @@ class _Job:
     fn: Callable[[], Any] | None = None
     prompt: Prompt | None = None
     params: GenerationParams | None = None
+    model: str | None = None
 
     @property
     def batchable(self) -> bool:
@@ -55,12 +60,14 @@ class WorkerStats:
 class ModelWorker:
     """The thread that runs every call on ``backend`` (module docstring)."""
 
-    def __init__(self, backend: Backend, *, max_batch: int = 16, window_s: float = 0.01, max_wait_s: float | None = None):
+    def __init__(self, backend: Backend, *, max_batch: int = 16, window_s: float = 0.01, max_wait_s: float | None = None,
+                 select: Callable[[str | None], contextlib.AbstractContextManager] | None = None):
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         if window_s < 0 or (max_wait_s is not None and max_wait_s < 0):
             raise ValueError("window_s and max_wait_s must be >= 0")
         self.backend = backend
+        self.select = select
         self.max_batch = max_batch
         self.window_s = window_s
         self.max_wait_s = window_s if max_wait_s is None else max(window_s, max_wait_s)
@@ -73,13 +80,15 @@ class ModelWorker:
 
     # -- request side --------------------------------------------------------------------------------------
 
-    def generate(self, prompt: Prompt, params: GenerationParams) -> Generation:
-        """One answer to ``prompt``, possibly computed in a batch with concurrent requests."""
-        return self._submit(_Job(Future(), prompt=prompt, params=params)).result()
+    def generate(self, prompt: Prompt, params: GenerationParams, model: str | None = None) -> Generation:
+        """One answer to ``prompt`` by ``model`` (an adapter's name; None: the base), possibly computed in a batch
+        with concurrent requests."""
+        return self._submit(_Job(Future(), prompt=prompt, params=params, model=model)).result()
 
-    def call(self, fn: Callable[[], Any]) -> Any:
-        """Run ``fn()`` on the worker thread (alone) and return its result or raise its exception."""
-        return self._submit(_Job(Future(), fn=fn)).result()
+    def call(self, fn: Callable[[], Any], model: str | None = None) -> Any:
+        """Run ``fn()`` on the worker thread (alone, with ``model`` selected) and return its result or raise its
+        exception."""
+        return self._submit(_Job(Future(), fn=fn, model=model)).result()
 
     def close(self) -> None:
         """Stop after the queued jobs; further submissions raise RuntimeError."""
@@ -113,7 +122,7 @@ class ModelWorker:
             start = time.monotonic()
             cap, deadline = start + self.max_wait_s, start + self.window_s
             while len(batch) < self.max_batch:
-                arrived = self._matching(first.params, self.max_batch - len(batch))
+                arrived = self._matching(first, self.max_batch - len(batch))
                 if arrived:  # still arriving: wait for a quiet window again (never past the cap)
                     batch.extend(arrived)
                     deadline = min(cap, time.monotonic() + self.window_s)
@@ -123,12 +132,13 @@ class ModelWorker:
                 self._ready.wait(left)
             return batch
 
-    def _matching(self, params: GenerationParams | None, limit: int) -> list[_Job]:
-        """Remove and return queued batchable generations with ``params`` (oldest first, at most ``limit``)."""
+    def _matching(self, first: _Job, limit: int) -> list[_Job]:
+        """Remove and return queued batchable generations with the parameters and model of ``first`` (oldest
+        first, at most ``limit``)."""
         taken, kept = [], collections.deque()
         while self._queue:
             job = self._queue.popleft()
-            if len(taken) < limit and job.batchable and job.params == params:
+            if len(taken) < limit and job.batchable and job.params == first.params and job.model == first.model:
                 taken.append(job)
             else:
                 kept.append(job)
@@ -142,9 +152,16 @@ class ModelWorker:
                 return
             if jobs[0].fn is not None:
                 self.stats.calls += 1
-                _settle(jobs[0].future, jobs[0].fn)
+                fn = jobs[0].fn
+                _settle(jobs[0].future, lambda: self._selected(jobs[0].model, fn))
                 continue
             self._generate(jobs)
+
+    def _selected(self, model: str | None, fn: Callable[[], Any]) -> Any:
+        if self.select is None:
+            return fn()
+        with self.select(model):
+            return fn()
 
     def _generate(self, jobs: Sequence[_Job]) -> None:
         live = [j for j in jobs if j.future.set_running_or_notify_cancel()]
@@ -154,7 +171,7 @@ class ModelWorker:
         self.stats.generations += len(live)
         self.stats.largest_batch = max(self.stats.largest_batch, len(live))
         try:
-            gens = self.backend.generate([j.prompt for j in live], live[0].params)
+            gens = self._selected(live[0].model, lambda: self.backend.generate([j.prompt for j in live], live[0].params))
         except BaseException as exc:  # noqa: BLE001 - handed to every waiting request
             for j in live:
                 j.future.set_exception(exc)

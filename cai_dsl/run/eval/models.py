@@ -12,6 +12,12 @@
 4. :func:`~cai_dsl.run.eval.result.summarize` gives the rates (n, 95% Wilson interval), exact McNemar tests between
    models on the same prompts, and the markers/judge agreement (Cohen's kappa).
 
+With the ``batch`` target backend nothing runs in-process: each model's answers and the judge's scores are requests
+in the target's batch file, the base under its model spec and each adapter under :func:`served_name` (its role and
+content hash, so a retrained adapter never reads another's results); serve them with ``cai serve --lora
+NAME=DIR`` (or vLLM's ``--lora-modules``) and rerun (:mod:`cai_dsl.run.backends.batch_file`). The answers of all
+models are written in one round, the judge's in the next, the comparison program's in a third.
+
 With ``out_dir`` every generation, judge answer and comparison is kept in ``out_dir/records.jsonl`` (resumable; a
 changed program, model, adapter or token budget is refused) and the result is written atomically to
 ``out_dir/models.json``.
@@ -19,6 +25,7 @@ changed program, model, adapter or token budget is refused) and the result is wr
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -41,7 +48,7 @@ from cai_dsl.run.policy.score import PolicyScorer
 from cai_dsl.run.prompts import policy_prompt
 from cai_dsl.run.train.job import adapter_fingerprint
 
-__all__ = ["EvalOptions", "evaluate_models"]
+__all__ = ["EvalOptions", "evaluate_models", "served_name"]
 
 _HARM_TAGS = ("harmlessness", "safety", "harm")
 _HELP_TAGS = ("helpfulness",)
@@ -100,10 +107,49 @@ def _load(program: Any, pool: ModelPool, adapters: Mapping[str, Path | None], ba
     return pool.context.transformers_backend(loaded, model, batch_size=batch_size), peft_model
 
 
-def _use(peft_model: Any, name: str):
-    from cai_dsl.run.train.reward_model import use_adapter
+def served_name(name: str, adapter: Path) -> str:
+    """The model name an adapter's batch requests carry: ``NAME-<first 12 hex digits of its content hash>``."""
+    return f"{name}-{adapter_fingerprint(adapter)[:12]}"
 
-    return use_adapter(peft_model, None if name == "base" else name)
+
+@dataclass
+class _Models:
+    """The evaluated models: a backend per name and how to select it (an adapter switch in-process, nothing for
+    batch files, whose requests name their model)."""
+
+    backends: dict[str, Any]
+    peft_model: Any = None
+    served: dict[str, Path] = field(default_factory=dict)  # batch files: served name -> adapter directory
+
+    def use(self, name: str):
+        if self.peft_model is None:
+            return contextlib.nullcontext()
+        from cai_dsl.run.train.reward_model import use_adapter
+
+        return use_adapter(self.peft_model, None if name == "base" else name)
+
+    def pending(self, exc: Exception, what: str) -> Exception:
+        """``exc`` (BatchPending) with what waits and the adapters to serve next to the base."""
+        lora = " ".join(f"--lora {n}={p}" for n, p in self.served.items())
+        hint = f" Serve the adapters with the base: `cai serve --model {self.backends['base'].model} {lora}`." if lora else ""
+        return type(exc)(f"evaluation: {what} wait in batch files. {exc}{hint}")
+
+
+def _models(program: Any, pool: ModelPool, adapters: Mapping[str, Path | None], batch_size: int) -> _Models:
+    """Batch-file backends for the ``batch`` target, else the base loaded here with the adapters (also for a server
+    target: its server would have to serve the adapters)."""
+    context = pool.context
+    if context.backend_name != "batch":
+        backend, peft_model = _load(program, pool, adapters, batch_size)
+        return _Models({n: backend for n in adapters}, peft_model)
+    policy = program.run.models.policy
+    served = {served_name(n, a): a for n, a in adapters.items() if a is not None}
+    names = {n: (policy if a is None else served_name(n, a)) for n, a in adapters.items()}
+    from cai_dsl.run.backends import make_backend
+
+    backends = {n: make_backend("batch", directory=context.options.batch_dir, model=m, tokenizer=policy)
+                for n, m in names.items()}
+    return _Models(backends, None, served)
 
 
 def _records(out_dir: str | os.PathLike[str] | None, fingerprint: Mapping[str, Any]) -> Any:
@@ -120,23 +166,30 @@ def _chunks(items: Sequence[Any], size: int):
         yield items[start : start + size]
 
 
-def _generate(backend, peft_model, program, records, names, prompts, options: EvalOptions, bar) -> None:
+def _generate(models: _Models, program, records, names, prompts, options: EvalOptions, bar) -> None:
     from cai_dsl.run.backends.base import GenerationParams
+    from cai_dsl.run.backends.batch_file import BatchPending
 
     params = GenerationParams(max_new_tokens=options.max_new_tokens, temperature=0.0)
+    waiting: list[tuple[str, BatchPending]] = []
     for name in names:
         todo = [(s, p) for s, p in prompts if not records.done(f"gen:{name}:{s}:{p.id}")]
-        for chunk in _chunks(todo, options.chunk):
-            with _use(peft_model, name):
-                gens = backend.generate([policy_prompt(program, p.prompt) for _, p in chunk], params)
-            for (s, p), g in zip(chunk, gens):
-                records.append({"key": f"gen:{name}:{s}:{p.id}", "model": name, "set": s, "id": p.id,
-                                "response": g.text.strip(), "finish_reason": g.finish_reason})
-            bar(len(chunk))
+        try:
+            for chunk in _chunks(todo, options.chunk):
+                with models.use(name):
+                    gens = models.backends[name].generate([policy_prompt(program, p.prompt) for _, p in chunk], params)
+                for (s, p), g in zip(chunk, gens):
+                    records.append({"key": f"gen:{name}:{s}:{p.id}", "model": name, "set": s, "id": p.id,
+                                    "response": g.text.strip(), "finish_reason": g.finish_reason})
+                bar(len(chunk))
+        except BatchPending as exc:  # every model's requests go into the file before the run stops
+            waiting.append((name, exc))
         bar(len(prompts) - len(todo))
+    if waiting:
+        raise models.pending(waiting[-1][1], "the answers of " + ", ".join(n for n, _ in waiting))
 
 
-def _judge(judges: DetectorSet | None, peft_model, records, answers, options: EvalOptions, bar) -> None:
+def _judge(judges: DetectorSet | None, models: _Models, records, answers, options: EvalOptions, bar) -> None:
     """The judge's P(yes) per behavior for every answer (adapters off: the judge is the base model)."""
     if judges is None or not judges.behaviors:
         return
@@ -145,28 +198,42 @@ def _judge(judges: DetectorSet | None, peft_model, records, answers, options: Ev
     same: dict[tuple[str, str], list[dict]] = {}
     for a in todo:
         same.setdefault((a["prompt"], a["response"]), []).append(a)
+    from cai_dsl.run.backends.batch_file import BatchPending
+
+    waiting = None
     for chunk in _chunks(list(same.items()), options.chunk):
-        with _use(peft_model, "base"):
-            found = judges.detect_batch([resp for (_, resp), _ in chunk], [ask for (ask, _), _ in chunk])
+        try:
+            with models.use("base"):
+                found = judges.detect_batch([resp for (_, resp), _ in chunk], [ask for (ask, _), _ in chunk])
+        except BatchPending as exc:  # the other chunks' requests go into the file too
+            waiting = exc
+            continue
         for (_, group), detections in zip(chunk, found):
             for a in group:
                 records.append({"key": "judge:" + a["key"][4:], "p_yes": {b: d.probability for b, d in detections.items()},
                                 "present": {b: d.present for b, d in detections.items()}})
             bar(len(group))
     bar(len(answers) - len(todo))
+    if waiting is not None:
+        raise models.pending(waiting, "the judge's scores") from None
 
 
-def _compare(program, pool, backend, peft_model, records, names, sets, responses, options: EvalOptions, bar) -> None:
+def _compare(program, pool, models: _Models, records, names, sets, responses, options: EvalOptions, bar) -> None:
     """The comparison program on every pair of models, on the first ``compare_prompts`` red-team and benign prompts."""
     from cai_dsl.run.evaluation import debias_copy, principles_tagged
     from cai_dsl.run.feedback import FeedbackScorer, PairQuery, feedback_models_for
 
     if options.compare_prompts <= 0 or not program.comparison.pool:
         return
-    loaded = pool.load(program.run.models.policy)
-    models = feedback_models_for(program, pool, batch_size=backend.batch_size, share={program.run.models.policy: (loaded, peft_model)})
+    from cai_dsl.run.backends.batch_file import BatchPending
+
+    base = models.backends["base"]
+    share = None
+    if models.peft_model is not None:
+        share = {program.run.models.policy: (pool.load(program.run.models.policy), models.peft_model)}
+    feedback = feedback_models_for(program, pool, batch_size=getattr(base, "batch_size", 8), share=share)
     judged = debias_copy(program)
-    scorer = FeedbackScorer(judged, models)
+    scorer = FeedbackScorer(judged, feedback)
     k = program.comparison.principles_per_comparison
     queries = []
     for s, tags in (("red_team", _HARM_TAGS), ("benign", _HELP_TAGS)):
@@ -179,9 +246,14 @@ def _compare(program, pool, backend, peft_model, records, names, sets, responses
                         chosen = tuple(program.rng("eval", key).sample(subset, min(k, len(subset))))
                         ra, rb = responses[(a, s, p.id)], responses[(b, s, p.id)]
                         queries.append((key, a, b, PairQuery(key, p.prompt, ra, rb, p.scenario, chosen)))
+    waiting = None
     for chunk in _chunks(queries, options.chunk):
-        with _use(peft_model, "base"):
-            verdicts = scorer.judge([q[-1] for q in chunk])
+        try:
+            with models.use("base"):
+                verdicts = scorer.judge([q[-1] for q in chunk])
+        except BatchPending as exc:  # the other chunks' requests go into the file too
+            waiting = exc
+            continue
         for (key, a, b, _), j in zip(chunk, verdicts):
             consistent = []
             for d in j.details.values():
@@ -189,6 +261,8 @@ def _compare(program, pool, backend, peft_model, records, names, sets, responses
                 consistent.append((p_ab > 0.5) == (p_ba < 0.5))
             records.append({"key": key, "a": a, "b": b, "p_a": j.p_first, "consistent": consistent})
         bar(len(chunk))
+    if waiting is not None:
+        raise models.pending(waiting, "the comparison program's votes") from None
 
 
 def _rows(scorer: PolicyScorer, markers: DetectorSet, records, answers, items) -> list[ResponseRow]:
@@ -239,13 +313,13 @@ def evaluate_models(
     started = time.perf_counter()
     pool = pool or ModelPool.of(program)
     batch_size = options.batch_size or program.run.backend_options.batch_size
-    backend, peft_model = _load(program, pool, adapters, batch_size)
+    models = _models(program, pool, adapters, batch_size)
     sets = {s: tuple(ps) for s, ps in sets.items()} if sets is not None else eval_sets(scorer, options.limits)
     items = {(s, p.id): p for s, ps in sets.items() for p in ps}
     prompts = [(s, p) for s, ps in sets.items() for p in ps]
     specs = specs_from_constitution(scorer.constitution)
     judge_specs = [s for s in specs if s.name in options.judge_behaviors and s.observable_by_judge]
-    judges = DetectorSet(judge_specs, kind="judge", backend=backend) if judge_specs else None
+    judges = DetectorSet(judge_specs, kind="judge", backend=models.backends["base"]) if judge_specs else None
     fingerprint = {
         "job": "eval-models", "program_hash": program.provenance.program_hash, "policy": program.run.models.policy,
         "adapters": {n: adapter_fingerprint(a) for n, a in adapters.items() if a is not None},
@@ -253,16 +327,16 @@ def evaluate_models(
     }
     records = _records(out_dir, fingerprint)
     with progress(len(names) * len(prompts), "eval: generate", unit="answer", enabled=show_progress) as bar:
-        _generate(backend, peft_model, program, records, names, prompts, options, bar)
+        _generate(models, program, records, names, prompts, options, bar)
     answers = [
         {**r, "prompt": _text(items[(r["set"], r["id"])].prompt)}
         for r in records if r["key"].startswith("gen:") and (r["set"], r["id"]) in items and r["model"] in adapters
     ]
     with progress(len(answers), "eval: judge", unit="answer", enabled=show_progress and judges is not None) as bar:
-        _judge(judges, peft_model, records, answers, options, bar)
+        _judge(judges, models, records, answers, options, bar)
     responses = {(a["model"], a["set"], a["id"]): a["response"] for a in answers}
     with progress(None, "eval: compare", unit="pair", enabled=show_progress and options.compare_prompts > 0) as bar:
-        _compare(program, pool, backend, peft_model, records, names, sets, responses, options, bar)
+        _compare(program, pool, models, records, names, sets, responses, options, bar)
     markers = DetectorSet(specs, kind="markers")
     rows = _rows(scorer, markers, records, answers, items)
     wanted = {f"cmp:{s}:{p.id}:" for s, ps in sets.items() for p in ps[: options.compare_prompts]}

@@ -114,3 +114,57 @@ def test_cli_eval_models_prints_the_table(tmp_path, tiny_model_dir, adapters):
     assert (tmp_path / "run" / "eval" / "models.json").is_file()
     bad = CliRunner().invoke(app, args[:-1] + ["--max-new-tokens", "0"])
     assert bad.exit_code == 2 and "--max-new-tokens must be at least 1" in bad.stderr
+
+
+def test_evaluation_through_batch_files_equals_the_in_process_one(tmp_path, tiny_model_dir, adapters):
+    """The `batch` target: every model's answers, then the judge's scores, then the comparison votes wait in the
+    batch file; `cai serve` with the adapters under their served names answers them; the evaluation read back is
+    the in-process one."""
+    import threading
+
+    from cai_dsl.compile.compiler import compile_file
+    from cai_dsl.lang.resolver import resolve
+    from cai_dsl.run.backends.batch_file import BatchPending, run_batch
+    from cai_dsl.run.eval import EvalOptions, SetLimits, evaluate_models
+    from cai_dsl.run.eval.models import served_name
+    from cai_dsl.run.loading import load_model
+    from cai_dsl.run.policy.score import PolicyScorer
+    from cai_dsl.run.serve import make_server
+    from cai_dsl.run.serve_adapters import load_served_adapters
+
+    batch_dir = tmp_path / "batch"
+    online, _ = compile_file(CORE, "base", str(write_tiny_target(tmp_path / "online.toml", tiny_model_dir)))
+    offline, _ = compile_file(CORE, "base", str(write_tiny_target(
+        tmp_path / "batch.toml", tiny_model_dir, backend="batch", backend_options={"batch_dir": str(batch_dir)})))
+    scorer = PolicyScorer(resolve(CORE), "base")
+    options = EvalOptions(limits=SetLimits(red_team=3, benign=2, helpful=1), max_new_tokens=6, compare_prompts=1)
+    kwargs = dict(sl_adapter=adapters / "sl", rl_adapter=adapters / "rl", options=options, show_progress=False)
+    lora = {served_name(n, adapters / n): adapters / n for n in ("sl", "rl")}
+    backend, served = load_served_adapters(load_model(str(tiny_model_dir)), lora, batch_size=4)
+    srv = make_server(backend, "127.0.0.1", 0, model_name=online.run.models.policy, adapters=served)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    waits = []
+    try:
+        while True:
+            try:
+                via_files = evaluate_models(offline, scorer, out_dir=tmp_path / "offline", **kwargs)
+                break
+            except BatchPending as exc:
+                waits.append(str(exc))
+                assert len(waits) < 6, waits
+                run_batch(batch_dir / "requests.jsonl", srv.url, batch_dir / f"results-{len(waits)}.jsonl")
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert [w.split(" wait in")[0] for w in waits] == [
+        "evaluation: the answers of base, sl, rl", "evaluation: the judge's scores", "evaluation: the comparison program's votes"]
+    assert all(f"--lora {name}={path}" in waits[0] for name, path in lora.items())
+    direct = evaluate_models(online, scorer, out_dir=tmp_path / "online", **kwargs)
+
+    def table(ev):
+        return [(r.model, r.set, r.id, r.response, r.markers, r.judge) for r in ev.rows]
+
+    assert table(via_files) == table(direct)
+    assert via_files.comparison.consistent.n == direct.comparison.consistent.n > 0
+
