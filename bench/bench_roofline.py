@@ -115,11 +115,15 @@ def main() -> None:
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
+        from cai_dsl.core.memory import keep_freed_memory
+
+        keep_freed_memory()  # as the `cai` command does (CAI_MALLOC_DEFAULT=1: glibc's defaults)
         print(json.dumps(_child(args)))
         return
     bw = read_bandwidth()
     load = os.getloadavg()
-    print(f"weights {args.dtype}; read bandwidth {bw / 1e9:.1f} GB/s; load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}; {os.cpu_count()} CPUs")
+    malloc = "glibc defaults" if os.environ.get("CAI_MALLOC_DEFAULT") == "1" else "freed memory kept"
+    print(f"malloc: {malloc}; weights {args.dtype}; read bandwidth {bw / 1e9:.1f} GB/s; load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}; {os.cpu_count()} CPUs")
     results = {}
     for cfg in args.configs.split(","):
         cmd = [sys.executable, __file__, "--child", cfg, "--rows", str(args.rows), "--tokens", str(args.tokens), "--model", args.model,

@@ -18,6 +18,10 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import pytest  # noqa: E402
 
+from cai_dsl.core.memory import keep_freed_memory  # noqa: E402
+
+keep_freed_memory()  # as the `cai` command does: model tests reuse mapped memory instead of faulting it in
+
 TINY_CONFIG = {
     "hidden_size": 32,
     "intermediate_size": 64,

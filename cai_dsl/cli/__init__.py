@@ -18,6 +18,7 @@ try:  # Ctrl-C while the command modules load: one line and 130, never a traceba
     from cai_dsl.cli import checking, compiling, editor, execution, language, pipeline, rlaif
     from cai_dsl.cli.errors import report_error, report_internal_error
     from cai_dsl.core.errors import EXIT_INTERRUPTED, CaiError, interrupted
+    from cai_dsl.core.memory import keep_freed_memory
 except KeyboardInterrupt:
     sys.stderr.write("interrupted\n")
     raise SystemExit(130) from None
@@ -35,6 +36,7 @@ for _group in (language, checking, compiling, execution, pipeline, rlaif, editor
 
 def main() -> None:
     """Entry point of the `cai` console script."""
+    keep_freed_memory()  # before any model loads: training and decoding steps reuse mapped memory
     try:
         app(standalone_mode=True)
     except SystemExit:

@@ -21,6 +21,7 @@ import typer
 from cai_dsl.cli.common import SMT_BUDGET, SMT_TIMEOUT, lint_config, print_diagnostics
 from cai_dsl.cli.errors import report_error
 from cai_dsl.core.errors import EXIT_OK, CaiError
+from cai_dsl.core.memory import release_freed_memory
 from cai_dsl.pipeline import effect as effect_mod
 from cai_dsl.pipeline import main as stages
 from cai_dsl.pipeline import rlaif
@@ -116,10 +117,13 @@ def run_sl_stage(
     out = Path(out)
     try:
         data = stages.sl_data(source, deployment, target, out, budget, progress=progress, smt_budget=smt_budget)
+        release_freed_memory()  # each stage frees its models: hand their pages back before the next loads its own
         _print_sl_data(data)
         tuned = stages.sl_finetune(out, data, budget, progress=progress)
+        release_freed_memory()
         _print_sl_finetune(tuned)
         ev = stages.sl_evaluate(out, data, tuned)
+        release_freed_memory()
     except CaiError as exc:
         return report_error(exc)
     if ev is None:
@@ -189,6 +193,7 @@ def _print_rl(rl: RLResult, seconds: float) -> None:
 def _rl_stages(program, scorer, base: Path, sl_adapter: Path | None, budget: rlaif.JobBudget) -> "effect_mod.Effect":
     t = time.perf_counter()
     labels = rlaif.rl_label(program, scorer, base, sl_adapter, budget)
+    release_freed_memory()
     s = labels.summary
     _say(f"[rl 1/5] labelled {s.records} pairs ({s.new} new, {s.pairs_per_second:.2f} pairs/s), "
          f"mean confidence {s.mean_confidence:.3f}: {s.path} ({time.perf_counter() - t:.0f} s)")
@@ -219,10 +224,12 @@ def _rl_stages(program, scorer, base: Path, sl_adapter: Path | None, budget: rla
         _say(f"         {pm.verdict}")
         t = time.perf_counter()
         rl = rlaif.rl_ppo(program, scorer, base, labels, sl_adapter, budget, log=_say)
+    release_freed_memory()
     _print_rl(rl, time.perf_counter() - t)
 
     signal = s.signal.has_signal if s.signal is not None else None
     effect = rlaif.rl_evaluate(program, scorer, base, sl_adapter, rl.adapter, budget, feedback_signal=signal)
+    release_freed_memory()
     _say(f"[rl 4/5] evaluation: {effect.path} ({effect.seconds:.0f} s)")
     print_effect(effect)
 
